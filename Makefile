@@ -1,0 +1,35 @@
+# The two commands of the README. Each sets up .venv by itself on first use (and
+# again when requirements.txt or pyproject.toml change).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+# pip notes about this machine's local package mirrors are not build warnings.
+QUIET_PIP := grep -v "^WARNING: Location '.*' is ignored" || true
+
+.PHONY: test book twins clean
+
+$(READY): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned environment into $(VENV) ..."
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | $(QUIET_PIP)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
+	@touch $(READY)
+
+test: $(READY)  ## lint, unit and property tests, notebooks under the smoke profile
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+	TINYFORMER_PROFILE=smoke $(BIN)/pytest --nbval-lax --nbval-current-env notebooks/
+
+book: $(READY)  ## build the book, executing every chapter; any warning fails
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+twins: $(READY)  ## regenerate each chapter's Colab twin from its .md source
+	$(BIN)/jupytext --sync notebooks/[0-9]*.md
+
+clean:
+	rm -rf _build

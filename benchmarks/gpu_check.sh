@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU check: what a student's Colab session would run, on a CUDA machine with no
+# network. Installs tinyformer and the notebook tools from wheels in .whl (never
+# torch: the machine's own is used), then runs
+#   1. the unit and property tests (the CUDA ones included),
+#   2. every chapter's twin under the gpu profile, saving the executed notebooks
+#      and every number a chapter glues into its prose,
+#   3. the attention benchmark in bfloat16.
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]     (logs and results go to OUT_DIR)
+set -uo pipefail
+out=${1:-${OUT:-/tmp/gpu-check}}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+# A stand-in for myst_nb's glue that records each glued number (the book's build
+# has the real one); it comes first on the path.
+mkdir -p /tmp/glue/myst_nb
+cat > /tmp/glue/myst_nb/__init__.py <<'PY'
+import json, os
+def glue(name, value, display=True):
+    with open(os.environ["GLUE_LOG"], "a") as log:
+        log.write(json.dumps({"name": name, "value": repr(value)}) + "\n")
+PY
+export PYTHONPATH=/tmp/glue:/tmp/site MPLBACKEND=Agg PYTHONUNBUFFERED=1
+unset TINYFORMER_PROFILE
+python3 -c "import torch, tinyformer; print('torch', torch.__version__, torch.cuda.get_device_name(), 'profile', tinyformer.profile())"
+status=0
+
+echo "== unit and property tests"
+python3 -m pytest -q -p no:cacheprovider tests src -x 2>&1 | tail -5 | tee "$out/tests.log" || status=1
+
+echo "== chapters under the gpu profile"
+for twin in notebooks/[0-9]*.ipynb; do
+  name=$(basename "$twin" .ipynb)
+  GLUE_LOG="$out/$name.glue.jsonl" python3 - "$twin" "$out/$name.ipynb" <<'PY' || status=1
+import sys, time, nbformat
+from nbclient import NotebookClient
+notebook = nbformat.read(sys.argv[1], as_version=4)
+start = time.perf_counter()
+try:
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": "notebooks"}}).execute()
+    print(f"{sys.argv[1]}: ran in {time.perf_counter() - start:.1f} s")
+finally:
+    nbformat.write(notebook, sys.argv[2])
+PY
+  cat "$out/$name.glue.jsonl" 2>/dev/null
+done
+
+echo "== attention benchmark, bfloat16"
+python3 benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 1024 4096 8192 \
+  --batch 4 --heads 16 --head-dim 64 2>&1 | tee "$out/benchmark.log" || status=1
+exit $status

@@ -1,0 +1,286 @@
+"""Tests of tinyformer.dot_product_attention: the formula, PyTorch, masks, errors."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from strategies import attention_inputs
+
+from tinyformer import causal_mask, dot_product_attention, padding_mask
+
+
+def reference_attention(query, key, value, mask=None, scale=None):
+    """The formula written out on its own, one query row at a time."""
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = scale * query @ key.transpose(-2, -1)
+    if mask is None:
+        mask = torch.ones_like(scores, dtype=torch.bool)
+    mask = mask.expand_as(scores)
+    weights = torch.zeros_like(scores)
+    for index in itertools.product(*map(range, scores.shape[:-1])):
+        allowed = mask[index]
+        if allowed.any():
+            weights[index][allowed] = torch.softmax(scores[index][allowed], dim=-1)
+    return weights @ value, weights
+
+
+def randn(*shape, dtype=torch.float64, device="cpu"):
+    return torch.randn(*shape, dtype=dtype, device=device)
+
+
+# --- the formula ---------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(attention_inputs())
+def test_both_paths_equal_the_formula(inputs):
+    query, key, value, mask = inputs
+    expected_output, expected_weights = reference_attention(query, key, value, mask)
+    output, weights = dot_product_attention(query, key, value, mask, return_weights=True)
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(output, expected_output)
+    torch.testing.assert_close(dot_product_attention(query, key, value, mask), expected_output)
+
+
+@settings(max_examples=60, deadline=None)
+@given(attention_inputs())
+def test_equal_to_pytorch_where_every_query_has_a_key(inputs):
+    query, key, value, mask = inputs
+    if mask is not None:
+        mask = mask.clone()
+        mask[..., 0] = True  # PyTorch's own answer for an empty row is backend-dependent
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    for return_weights in (False, True):
+        result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+        output = result[0] if return_weights else result
+        torch.testing.assert_close(output, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(attention_inputs())
+def test_weights_are_a_distribution_over_allowed_keys(inputs):
+    query, key, value, mask = inputs
+    _, weights = dot_product_attention(query, key, value, mask, return_weights=True)
+    assert (weights >= 0).all()
+    allowed = (
+        torch.ones_like(weights, dtype=torch.bool) if mask is None else mask.expand_as(weights)
+    )
+    has_key = allowed.any(-1)
+    sums = weights.sum(-1)
+    torch.testing.assert_close(sums[has_key], torch.ones_like(sums[has_key]))
+    assert (weights[~allowed] == 0).all(), "a masked key got weight"
+
+
+@settings(max_examples=60, deadline=None)
+@given(attention_inputs())
+def test_output_is_a_convex_combination_of_the_values(inputs):
+    query, key, value, mask = inputs
+    output, weights = dot_product_attention(query, key, value, mask, return_weights=True)
+    low = value.min(dim=-2, keepdim=True).values
+    high = value.max(dim=-2, keepdim=True).values
+    inside = (output >= low - 1e-9) & (output <= high + 1e-9)
+    # A fully masked query returns zero, which need not lie between the values.
+    has_key = weights.sum(-1, keepdim=True) > 0
+    assert (inside | ~has_key).all()
+
+
+def test_default_scale_is_one_over_sqrt_d_k():
+    query, key, value = randn(3, 4, 16), randn(3, 6, 16), randn(3, 6, 5)
+    default = dot_product_attention(query, key, value)
+    explicit = dot_product_attention(query, key, value, scale=0.25)
+    torch.testing.assert_close(default, explicit)
+    unscaled = dot_product_attention(query, key, value, scale=1.0)
+    torch.testing.assert_close(unscaled, reference_attention(query, key, value, scale=1.0)[0])
+    assert not torch.allclose(default, unscaled)
+
+
+def test_scale_zero_averages_the_values():
+    query, key, value = randn(4, 8), randn(5, 8), randn(5, 3)
+    output = dot_product_attention(query, key, value, scale=0.0)
+    torch.testing.assert_close(output, value.mean(0).expand(4, 3))
+
+
+def test_a_sharp_query_retrieves_its_key_value():
+    key = torch.eye(4, dtype=torch.float64)
+    value = torch.arange(8, dtype=torch.float64).reshape(4, 2)
+    output = dot_product_attention(key[2:3], key, value, scale=100.0)
+    torch.testing.assert_close(output, value[2:3])
+
+
+def test_swapping_key_value_pairs_leaves_the_output_unchanged():
+    query, key, value = randn(2, 3, 4), randn(2, 7, 4), randn(2, 7, 5)
+    order = torch.randperm(7)
+    torch.testing.assert_close(
+        dot_product_attention(query, key, value),
+        dot_product_attention(query, key[:, order], value[:, order]),
+    )
+
+
+def test_leading_dimensions_broadcast():
+    query, key, value = randn(2, 1, 3, 4), randn(5, 6, 4), randn(5, 6, 2)
+    output, weights = dot_product_attention(query, key, value, return_weights=True)
+    assert output.shape == (2, 5, 3, 2) and weights.shape == (2, 5, 3, 6)
+    torch.testing.assert_close(output, dot_product_attention(query, key, value))
+
+
+# --- masks ---------------------------------------------------------------------
+
+
+def test_masked_keys_get_zero_weight_and_do_not_change_the_output():
+    query, key, value = randn(2, 4, 8), randn(2, 6, 8), randn(2, 6, 3)
+    mask = padding_mask([4, 6])[:, None, :]  # (2, 1, 6)
+    output, weights = dot_product_attention(query, key, value, mask, return_weights=True)
+    assert (weights[0, :, 4:] == 0).all()
+    changed_value, changed_key = value.clone(), key.clone()
+    changed_value[0, 4:] = 1e6
+    changed_key[0, 4:] = -1e6
+    torch.testing.assert_close(
+        output, dot_product_attention(query, changed_key, changed_value, mask)
+    )
+
+
+def test_future_tokens_do_not_change_the_past():
+    n = 6
+    query, key, value = randn(n, 4), randn(n, 4), randn(n, 3)
+    mask = causal_mask(n)
+    output = dot_product_attention(query, key, value, mask)
+    later_key, later_value = key.clone(), value.clone()
+    later_key[4:], later_value[4:] = randn(2, 4), randn(2, 3)
+    changed = dot_product_attention(query, later_key, later_value, mask)
+    torch.testing.assert_close(changed[:4], output[:4])
+    assert not torch.allclose(changed[4:], output[4:])
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_fully_masked_rows_give_zeros_and_zero_gradients_not_nan(return_weights):
+    query = randn(2, 3, 4).requires_grad_()
+    key, value = randn(2, 5, 4).requires_grad_(), randn(2, 5, 2).requires_grad_()
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    mask[0, 1] = False
+    result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+    output = result[0] if return_weights else result
+    assert (output[0, 1] == 0).all()
+    if return_weights:
+        assert (result[1][0, 1] == 0).all()
+    output.square().sum().backward()
+    for tensor in (query, key, value):
+        assert torch.isfinite(tensor.grad).all()
+    assert (query.grad[0, 1] == 0).all()
+
+
+def test_an_all_false_mask_gives_all_zeros():
+    query, key, value = randn(3, 4), randn(5, 4), randn(5, 2)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    assert (dot_product_attention(query, key, value, mask) == 0).all()
+
+
+# --- dropout, dtypes and devices -----------------------------------------------
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_dropout_keeps_the_expected_output(return_weights):
+    torch.manual_seed(0)
+    query, key, value = randn(1, 4), randn(8, 4), randn(8, 3)
+    expected = dot_product_attention(query, key, value)
+    samples = []
+    for _ in range(4000):
+        result = dot_product_attention(
+            query, key, value, dropout_p=0.5, return_weights=return_weights
+        )
+        samples.append(result[0] if return_weights else result)
+    samples = torch.stack(samples)
+    assert not torch.allclose(samples[0], expected), "dropout changed nothing"
+    torch.testing.assert_close(samples.mean(0), expected, atol=0.1, rtol=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_matches_float64(dtype):
+    query, key, value = randn(2, 5, 8), randn(2, 7, 8), randn(2, 7, 4)
+    expected = dot_product_attention(query, key, value)
+    for return_weights in (False, True):
+        result = dot_product_attention(
+            query.to(dtype), key.to(dtype), value.to(dtype), return_weights=return_weights
+        )
+        output = result[0] if return_weights else result
+        assert output.dtype == dtype
+        torch.testing.assert_close(output.double(), expected, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_runs_on_the_meta_device(return_weights):
+    meta = torch.device("meta")
+    query, key, value = (
+        randn(2, 3, 4, device=meta),
+        randn(2, 5, 4, device=meta),
+        randn(2, 5, 6, device=meta),
+    )
+    mask = causal_mask(3, 5, device=meta)
+    result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+    output = result[0] if return_weights else result
+    assert output.device == meta and output.shape == (2, 3, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bfloat16_matches_the_cpu():
+    query, key, value = randn(2, 4, 64, 32), randn(2, 4, 80, 32), randn(2, 4, 80, 32)
+    mask = causal_mask(64, 80)
+    expected = dot_product_attention(query, key, value, mask)
+    cuda = [t.to("cuda", torch.bfloat16) for t in (query, key, value)]
+    for return_weights in (False, True):
+        result = dot_product_attention(*cuda, mask.cuda(), return_weights=return_weights)
+        output = result[0] if return_weights else result
+        torch.testing.assert_close(output.double().cpu(), expected, atol=3e-2, rtol=3e-2)
+
+
+# --- errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        (((3, 4), (5, 6), (5, 2)), "key must have query's feature size d_k=4"),
+        (((3, 4), (5, 4), (6, 2)), r"value must have one row per key \(n_k=5\)"),
+        (((4,), (5, 4), (5, 2)), "query must have at least 2 dimensions"),
+        (((2, 3, 4), (3, 5, 4), (3, 5, 2)), "leading .* must broadcast"),
+    ],
+)
+def test_mismatched_shapes_are_named(shapes, message):
+    query, key, value = (randn(*shape) for shape in shapes)
+    with pytest.raises(ValueError, match=message):
+        dot_product_attention(query, key, value)
+
+
+def test_wrong_types_are_named():
+    query, key, value = randn(3, 4), randn(5, 4), randn(5, 2)
+    with pytest.raises(TypeError, match=r"query must be a torch.Tensor, got list"):
+        dot_product_attention([[1.0]], key, value)
+    with pytest.raises(
+        TypeError, match=r"key must be a floating-point tensor, got dtype torch.int64"
+    ):
+        dot_product_attention(query, key.long(), value)
+    with pytest.raises(TypeError, match=r"value must have query's dtype torch.float64"):
+        dot_product_attention(query, key, value.float())
+    with pytest.raises(TypeError, match="scale must be a real number, got str"):
+        dot_product_attention(query, key, value, scale="0.5")
+    with pytest.raises(ValueError, match=r"dropout_p must be in \[0, 1\), got 1.0"):
+        dot_product_attention(query, key, value, dropout_p=1.0)
+
+
+def test_bad_masks_are_named():
+    query, key, value = randn(2, 3, 4), randn(2, 5, 4), randn(2, 5, 2)
+    with pytest.raises(TypeError, match=r"mask must be a bool tensor .* got dtype torch.float32"):
+        dot_product_attention(query, key, value, torch.zeros(3, 5))
+    with pytest.raises(
+        ValueError, match=r"mask must broadcast to .* \(2, 3, 5\), got shape \(3, 4\)"
+    ):
+        dot_product_attention(query, key, value, torch.ones(3, 4, dtype=torch.bool))
+    # A mask may not enlarge the output: (4, 3, 5) would broadcast, but not to (2, 3, 5).
+    with pytest.raises(ValueError, match="mask must broadcast"):
+        dot_product_attention(query, key, value, torch.ones(4, 3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be on query's device"):
+        dot_product_attention(query, key, value, torch.ones(3, 5, dtype=torch.bool, device="meta"))

@@ -1,0 +1,20 @@
+"""The benchmark runs and measures every case (tiny sizes, so it cannot rot)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "attention.py"
+
+
+def test_attention_benchmark_reports_a_ratio_for_every_case(capsys):
+    spec = importlib.util.spec_from_file_location("attention_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--lengths", "16", "--batch", "2", "--heads", "2", "--min-time", "0.001"])
+    assert len(rows) == 2 * 2 * 3  # mask or not, backward or not, three implementations
+    assert all(math.isfinite(row["ms"]) and row["ms"] > 0 for row in rows)
+    assert {row["time_ratio"] for row in rows if row["implementation"] == "pytorch sdpa"} == {1.0}
+    assert "ours, with weights" in capsys.readouterr().out
