@@ -13,7 +13,7 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 # A stand-in for myst_nb's glue that records each glued number (the book's build
-# has the real one); it comes first on the path.
+# has the real one); it comes first on the chapters' path.
 mkdir -p /tmp/glue/myst_nb
 cat > /tmp/glue/myst_nb/__init__.py <<'PY'
 import json, os
@@ -21,18 +21,18 @@ def glue(name, value, display=True):
     with open(os.environ["GLUE_LOG"], "a") as log:
         log.write(json.dumps({"name": name, "value": repr(value)}) + "\n")
 PY
-export PYTHONPATH=/tmp/glue:/tmp/site MPLBACKEND=Agg PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site MPLBACKEND=Agg PYTHONUNBUFFERED=1
 unset TINYFORMER_PROFILE
 python3 -c "import torch, tinyformer; print('torch', torch.__version__, torch.cuda.get_device_name(), 'profile', tinyformer.profile())"
 status=0
 
 echo "== unit and property tests"
-python3 -m pytest -q -p no:cacheprovider tests src -x 2>&1 | tail -5 | tee "$out/tests.log" || status=1
+python3 -m pytest -q -p no:cacheprovider tests -x 2>&1 | tail -5 | tee "$out/tests.log" || status=1
 
 echo "== chapters under the gpu profile"
 for twin in notebooks/[0-9]*.ipynb; do
   name=$(basename "$twin" .ipynb)
-  GLUE_LOG="$out/$name.glue.jsonl" python3 - "$twin" "$out/$name.ipynb" <<'PY' || status=1
+  GLUE_LOG="$out/$name.glue.jsonl" PYTHONPATH=/tmp/glue:/tmp/site python3 - "$twin" "$out/$name.ipynb" <<'PY' || status=1
 import sys, time, nbformat
 from nbclient import NotebookClient
 notebook = nbformat.read(sys.argv[1], as_version=4)

@@ -57,6 +57,9 @@ def test_chapter_is_executable_myst_with_a_python_kernel(source):
     notebook = jupytext.read(source)
     assert notebook.metadata["jupytext"]["text_representation"]["format_name"] == "myst"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    # Colab offers a GPU runtime for the twin; jupytext keeps the key only if filtered in.
+    twin = json.loads(twin_of(source).read_text())
+    assert notebook.metadata.get("accelerator") == twin["metadata"].get("accelerator") == "GPU"
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=lambda path: path.stem)

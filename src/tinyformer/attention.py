@@ -66,8 +66,11 @@ def dot_product_attention(
         The leading dimensions ``...`` (batch, heads) broadcast against each other.
 
     Example:
-        >>> query, key, value = torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 7, 3)
-        >>> out, weights = dot_product_attention(query, key, value, return_weights=True)
+        >>> query = torch.randn(2, 5, 8)  # (batch, n_q, d_k)
+        >>> key, value = torch.randn(2, 7, 8), torch.randn(2, 7, 3)
+        >>> out, weights = dot_product_attention(
+        ...     query, key, value, return_weights=True
+        ... )
         >>> out.shape, weights.shape
         (torch.Size([2, 5, 3]), torch.Size([2, 5, 7]))
         >>> torch.allclose(weights.sum(-1), torch.ones(2, 5))

@@ -66,7 +66,7 @@ def plot_attention(
 def glue(name: str, value: Any, *, display: bool = False) -> Any:
     """Make ``value`` available to the book's prose as ``{glue:text}`name```.
 
-    Uses :func:`myst_nb.glue` when it is installed (the book build); elsewhere
+    Uses ``myst_nb.glue`` when it is installed (the book build); elsewhere
     (Colab, plain Jupyter) it shows the value only if ``display`` is true.
     Returns ``value`` so a cell can glue and keep a number in one line.
     """

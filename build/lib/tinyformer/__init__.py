@@ -1,0 +1,20 @@
+"""tinyformer: the Transformer of *Attention, Derived*, one small module per idea.
+
+Each name below is derived in a chapter of the book and checked there against
+PyTorch's own version.
+"""
+
+from .attention import dot_product_attention
+from .masks import causal_mask, padding_mask
+from .runtime import per_profile, pick_device, profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "causal_mask",
+    "dot_product_attention",
+    "padding_mask",
+    "per_profile",
+    "pick_device",
+    "profile",
+]

@@ -1,0 +1,161 @@
+"""Scaled dot-product attention (chapters 1 to 3).
+
+The formula, for queries ``Q``, keys ``K`` and values ``V``::
+
+    Attention(Q, K, V) = softmax(scale * Q K^T) V,      scale = 1 / sqrt(d_k)
+
+Two paths compute it. Without ``return_weights`` we call PyTorch's fused
+:func:`torch.nn.functional.scaled_dot_product_attention`, which never builds the
+``(n_q, n_k)`` weight matrix on the GPU. With ``return_weights`` we need that
+matrix, so we write the formula out. Tests hold the two paths equal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_floating, check_real, check_tensor
+
+
+def dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_weights: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attend from each query to the keys and average their values.
+
+    Each query ``q`` scores every key ``k_j`` by ``scale * q . k_j``; a softmax over
+    the allowed keys turns the scores into weights ``alpha_j`` (non-negative,
+    summing to one), and the output is ``sum_j alpha_j v_j``.
+
+    Args:
+        query: the queries.
+        key: the keys, one per value.
+        value: the values.
+        mask: optional bool tensor, **True = may attend**, broadcastable to
+            ``(..., n_q, n_k)``. A query whose keys are all masked gets a zero
+            output, zero weights and zero gradient, never NaN.
+        scale: multiplies the scores; ``None`` means ``1 / sqrt(d_k)``, and
+            ``scale=1.0`` is plain dot-product attention.
+        dropout_p: probability of zeroing each weight (the survivors are scaled
+            by ``1 / (1 - dropout_p)``). Applied whenever it is positive: pass
+            ``0.0`` at evaluation time.
+        return_weights: also return the attention weights (slower: the full
+            ``(n_q, n_k)`` matrix is built).
+
+    Returns:
+        The output, or ``(output, weights)`` when ``return_weights`` is true.
+        The weights are the ones the output was computed with (after dropout).
+
+    Shape:
+        - query: ``(..., n_q, d_k)``
+        - key: ``(..., n_k, d_k)``
+        - value: ``(..., n_k, d_v)``
+        - mask: broadcastable to ``(..., n_q, n_k)``
+        - output: ``(..., n_q, d_v)``
+        - weights: ``(..., n_q, n_k)``
+
+        The leading dimensions ``...`` (batch, heads) broadcast against each other.
+
+    Example:
+        >>> query = torch.randn(2, 5, 8)  # (batch, n_q, d_k)
+        >>> key, value = torch.randn(2, 7, 8), torch.randn(2, 7, 3)
+        >>> out, weights = dot_product_attention(
+        ...     query, key, value, return_weights=True
+        ... )
+        >>> out.shape, weights.shape
+        (torch.Size([2, 5, 3]), torch.Size([2, 5, 7]))
+        >>> torch.allclose(weights.sum(-1), torch.ones(2, 5))
+        True
+    """
+    batch_shape = _check_inputs(query, key, value)
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    if mask is not None:
+        _check_mask(mask, query, (*batch_shape, n_q, n_k))
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else check_real("scale", scale)
+    dropout_p = check_real("dropout_p", dropout_p)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+
+    # A query with no allowed key would divide 0 by 0 in the softmax. We let such
+    # a row attend everywhere (finite numbers, finite gradients) and zero it after.
+    if mask is not None:
+        has_key = mask.any(dim=-1, keepdim=True)  # (..., n_q, 1)
+        mask = mask | ~has_key
+
+    if not return_weights:
+        output = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale
+        )
+        return output if mask is None else output * has_key
+
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., n_q, n_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    # Softmax in at least float32: half-precision exponentials lose the small weights.
+    weights = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+    weights = weights.to(query.dtype)
+    if mask is not None:
+        weights = weights * has_key
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ value, weights  # (..., n_q, d_v), (..., n_q, n_k)
+
+
+def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[int, ...]:
+    """Check query, key and value against each other; return the broadcast batch shape."""
+    for name, tensor in (("query", query), ("key", key), ("value", value)):
+        check_tensor(name, tensor, min_dim=2)
+        check_floating(name, tensor)
+    for name, tensor in (("key", key), ("value", value)):
+        if tensor.dtype != query.dtype:
+            raise TypeError(f"{name} must have query's dtype {query.dtype}, got {tensor.dtype}")
+        if tensor.device != query.device:
+            raise ValueError(
+                f"{name} must be on query's device {query.device}, got {tensor.device}"
+            )
+    if key.shape[-1] != query.shape[-1]:
+        raise ValueError(
+            f"key must have query's feature size d_k={query.shape[-1]} in its last dimension, "
+            f"got key of shape {tuple(key.shape)} for query of shape {tuple(query.shape)}"
+        )
+    if value.shape[-2] != key.shape[-2]:
+        raise ValueError(
+            f"value must have one row per key (n_k={key.shape[-2]}), "
+            f"got value of shape {tuple(value.shape)} for key of shape {tuple(key.shape)}"
+        )
+    try:
+        return tuple(torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]))
+    except RuntimeError:
+        raise ValueError(
+            "the leading (batch) dimensions of query, key and value must broadcast, got "
+            f"{tuple(query.shape[:-2])}, {tuple(key.shape[:-2])} and {tuple(value.shape[:-2])}"
+        ) from None
+
+
+def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """Check that ``mask`` is a bool tensor broadcastable to ``expected``."""
+    check_tensor("mask", mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
+            "for an additive float mask, pass mask=(additive_mask == 0)"
+        )
+    if mask.device != query.device:
+        raise ValueError(f"mask must be on query's device {query.device}, got {mask.device}")
+    try:
+        broadcast = tuple(torch.broadcast_shapes(mask.shape, expected))
+    except RuntimeError:
+        broadcast = None
+    if broadcast != expected:
+        raise ValueError(
+            f"mask must broadcast to (..., n_q, n_k) = {expected}, got shape {tuple(mask.shape)}"
+        )
