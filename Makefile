@@ -26,6 +26,7 @@ test: $(READY)  ## lint, unit and property tests, notebooks under the smoke prof
 
 book: $(READY)  ## build the book, executing every chapter; any warning fails
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	$(BIN)/pytest -q tests/book_html.py  # what a reader sees: figures, math, Colab buttons
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 twins: $(READY)  ## regenerate each chapter's Colab twin from its .md source

@@ -68,7 +68,9 @@ def glue(name: str, value: Any, *, display: bool = False) -> Any:
 
     Uses ``myst_nb.glue`` when it is installed (the book build); elsewhere
     (Colab, plain Jupyter) it shows the value only if ``display`` is true.
-    Returns ``value`` so a cell can glue and keep a number in one line.
+    Returns ``value`` so a cell can glue and keep a number in one line
+    (``gap = glue("gap", ...)``); end a cell's last ``glue`` call with ``;`` so
+    that Jupyter does not print the value.
     """
     try:
         from myst_nb import glue as myst_glue
