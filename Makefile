@@ -19,8 +19,9 @@ $(READY): requirements.txt pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | $(QUIET_PIP)
 	@touch $(READY)
 
-test: $(READY)  ## lint, unit and property tests, notebooks under the smoke profile
+test: $(READY)  ## lint, types, unit and property tests, notebooks under the smoke profile
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 	TINYFORMER_PROFILE=smoke $(BIN)/pytest --nbval-lax --nbval-current-env notebooks/
 

@@ -143,7 +143,7 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -
 
 def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:
     """Check that ``mask`` is a bool tensor broadcastable to ``expected``."""
-    check_tensor("mask", mask)
+    mask = check_tensor("mask", mask)
     if mask.dtype != torch.bool:
         raise TypeError(
             f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "

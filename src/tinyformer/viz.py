@@ -73,7 +73,7 @@ def glue(name: str, value: Any, *, display: bool = False) -> Any:
     that Jupyter does not print the value.
     """
     try:
-        from myst_nb import glue as myst_glue
+        from myst_nb import glue as myst_glue  # type: ignore[import-untyped]
     except ImportError:
         if display:
             from IPython.display import display as show
