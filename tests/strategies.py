@@ -13,8 +13,8 @@ batch_shapes = st.lists(st.integers(min_value=1, max_value=3), min_size=0, max_s
 def attention_inputs(draw, *, with_mask: bool = True, dtype: torch.dtype = torch.float64):
     """Draw ``(query, key, value, mask)`` with random shapes and an optional mask.
 
-    The mask is a random bool tensor of shape ``(n_q, n_k)`` or the full batch
-    shape, and may contain fully masked rows.
+    The mask is a random bool tensor that broadcasts to ``(*batch, n_q, n_k)``,
+    and may contain fully masked rows.
     """
     batch = draw(batch_shapes)
     n_q, n_k, d_k, d_v = draw(sizes), draw(sizes), draw(sizes), draw(sizes)
@@ -28,6 +28,7 @@ def attention_inputs(draw, *, with_mask: bool = True, dtype: torch.dtype = torch
     query, key, value = sample(*batch, n_q, d_k), sample(*batch, n_k, d_k), sample(*batch, n_k, d_v)
     mask = None
     if with_mask and draw(st.booleans()):
-        mask_shape = draw(st.sampled_from([(n_q, n_k), (*batch, n_q, n_k)]))
+        # one mask for all, one per query and key, or one per key (padding-style)
+        mask_shape = draw(st.sampled_from([(n_q, n_k), (*batch, n_q, n_k), (*batch, 1, n_k)]))
         mask = torch.rand(mask_shape, generator=generator) < draw(st.sampled_from([0.3, 0.7]))
     return query, key, value, mask

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategies import attention_inputs
 
 from tinyformer import causal_mask, dot_product_attention, padding_mask
+from tinyformer._checks import broadcast_shape
 
 
 def reference_attention(query, key, value, mask=None, scale=None):
@@ -284,3 +286,12 @@ def test_bad_masks_are_named():
         dot_product_attention(query, key, value, torch.ones(4, 3, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask must be on query's device"):
         dot_product_attention(query, key, value, torch.ones(3, 5, dtype=torch.bool, device="meta"))
+
+
+@given(st.lists(st.lists(st.integers(0, 3), max_size=4).map(tuple), min_size=1, max_size=3))
+def test_broadcast_shape_follows_pytorchs_rule(shapes):
+    try:
+        expected = tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        expected = None
+    assert broadcast_shape(*shapes) == expected

@@ -41,3 +41,22 @@ def check_real(name: str, value: object) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
+
+
+def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape that ``shapes`` broadcast to, or None if they do not broadcast.
+
+    Same rule as :func:`torch.broadcast_shapes`, in plain Python: that function
+    costs several microseconds a call, which every attention call would pay.
+    """
+    if all(shape == shapes[0] for shape in shapes[1:]):  # the common case, fast
+        return tuple(shapes[0])
+    ndim = max(len(shape) for shape in shapes)
+    padded = [(1,) * (ndim - len(shape)) + tuple(shape) for shape in shapes]
+    result = []
+    for sizes in zip(*padded, strict=True):
+        other = {size for size in sizes if size != 1}
+        if len(other) > 1:
+            return None
+        result.append(other.pop() if other else 1)
+    return tuple(result)

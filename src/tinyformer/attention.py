@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_floating, check_real, check_tensor
+from ._checks import broadcast_shape, check_floating, check_real, check_tensor
 
 
 def dot_product_attention(
@@ -132,13 +132,13 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -
             f"value must have one row per key (n_k={key.shape[-2]}), "
             f"got value of shape {tuple(value.shape)} for key of shape {tuple(key.shape)}"
         )
-    try:
-        return tuple(torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]))
-    except RuntimeError:
+    batch_shape = broadcast_shape(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    if batch_shape is None:
         raise ValueError(
             "the leading (batch) dimensions of query, key and value must broadcast, got "
             f"{tuple(query.shape[:-2])}, {tuple(key.shape[:-2])} and {tuple(value.shape[:-2])}"
-        ) from None
+        )
+    return batch_shape
 
 
 def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:
@@ -151,11 +151,7 @@ def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) ->
         )
     if mask.device != query.device:
         raise ValueError(f"mask must be on query's device {query.device}, got {mask.device}")
-    try:
-        broadcast = tuple(torch.broadcast_shapes(mask.shape, expected))
-    except RuntimeError:
-        broadcast = None
-    if broadcast != expected:
+    if broadcast_shape(mask.shape, expected) != expected:
         raise ValueError(
             f"mask must broadcast to (..., n_q, n_k) = {expected}, got shape {tuple(mask.shape)}"
         )
