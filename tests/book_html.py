@@ -28,10 +28,18 @@ def page(name: str) -> str:
 @pytest.mark.parametrize("source", CHAPTERS, ids=lambda path: path.stem)
 def test_chapter_page_shows_figures_math_and_numbers(source):
     html = page(f"notebooks/{source.stem}")
-    figures = re.findall(r'<img alt="[^"]*" src="\.\./_images/[0-9a-f]+\.png"', html)
+    figures = re.findall(r'<img alt="[^"]*" src="\.\./_images/[0-9a-f]+\.(svg|png)"', html)
     assert figures, "no figure was rendered"
+    assert set(figures) == {"svg"}, "a figure is a PNG: call tinyformer.viz.use_svg()"
     assert html.count('class="math notranslate nohighlight"') >= 5, "math missing"
     assert 'class="pasted-text"' in html, "no glued number reached the prose"
+    assert not re.search(r'class="pasted-text">[^<]*\de[-+]\d', html), "a glued 2e-06"
+
+
+def test_glued_numbers_are_not_bold():
+    css = (HTML / "_static" / "book.css").read_text()
+    assert re.search(r"span\.pasted-text\s*\{\s*font-weight:\s*normal", css)
+    assert "_static/book.css" in page("book/preface")
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=lambda path: path.stem)

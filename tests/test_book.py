@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 import yaml
 
@@ -131,3 +132,58 @@ def test_readme_gives_the_two_commands_and_links_to_the_repository():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^book:", makefile, re.MULTILINE)
     assert re.search(r"^test:", makefile, re.MULTILINE)
+
+
+def exercises_section(source: Path) -> list:
+    """The cells after the chapter's `## Exercises` heading, that heading's own
+    cell cut to what follows the heading."""
+    cells = jupytext.read(source).cells
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and re.search(r"^## Exercises$", cell.source, re.M):
+            tail = nbformat.v4.new_markdown_cell(cell.source.split("## Exercises", 1)[1])
+            return [tail, *cells[index + 1 :]]
+    pytest.fail(f"{source.name} has no '## Exercises' heading")
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda path: path.stem)
+def test_every_exercise_has_a_collapsed_executed_solution(source):
+    """Exercise N gets a `:::{dropdown} Solution N` and a collapsed code cell that
+    starts with `# Solution N` and checks itself, so a wrong solution fails the build."""
+    cells = exercises_section(source)
+    prose = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    numbers = [int(n) for n in re.findall(r"^(\d+)\.\s", prose, re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers, "exercises 1, 2, ..."
+    for n in numbers:
+        assert re.search(rf"^:{{3,}}\{{dropdown\}} Solution {n}$", prose, re.M), (
+            f"exercise {n} has no ':::{{dropdown}} Solution {n}'"
+        )
+        code = [c for c in cells if c.cell_type == "code" and c.source.startswith(
+            f"# Solution {n}\n")]
+        assert len(code) == 1, f"exercise {n} needs one code cell starting '# Solution {n}'"
+        assert "hide-cell" in tags(code[0]), f"solution {n}'s code cell is not collapsed"
+        assert re.search(r"\bassert\b|assert_close", code[0].source), (
+            f"solution {n} checks nothing"
+        )
+
+
+def prose_without_numbers_we_may_write(text: str) -> str:
+    """Markdown with what may hold literal digits removed: math, code, roles,
+    directives' options, links and labels."""
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)  # display math
+    text = re.sub(r"\$[^$\n]+\$", " ", text)  # inline math
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)  # code blocks
+    text = re.sub(r"`[^`\n]*`", " ", text)  # inline code, and roles' targets
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
+    text = re.sub(r"^:[a-z-]+:.*$", " ", text, flags=re.M)  # directive options
+    return text
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda path: path.stem)
+def test_prose_quotes_no_literal_decimal(source):
+    """Every measured number in the prose is glued, so it cannot drift from the code."""
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type != "markdown":
+            continue
+        decimals = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])|\b\d+(?:\.\d+)?\s?%",
+                              prose_without_numbers_we_may_write(cell.source))
+        assert not decimals, f"literal numbers {decimals} in prose: glue them"
