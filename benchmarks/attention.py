@@ -3,10 +3,13 @@ scaled_dot_product_attention, as ratios measured in one run.
 
     python benchmarks/attention.py                       # CPU, float32, small sizes
     python benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 1024 4096 16384
+    python benchmarks/attention.py --compile             # add our fast path under torch.compile
 
 Each row times one case on the same inputs: our fast path (no weights), our
 explicit path (``return_weights=True``, which builds the (n, n) weight matrix)
-and PyTorch's fused kernel, forward and forward+backward. A ratio above 1 means
+and PyTorch's fused kernel, forward and forward+backward; with ``--compile``, also
+our fast path under ``torch.compile(dynamic=True)`` (compiled once, before the
+timings, for all lengths). A ratio above 1 means
 we are slower or use more memory than PyTorch. Peak memory is read from the CUDA
 allocator, so it is reported on CUDA only.
 """
@@ -65,8 +68,8 @@ def _measure(step: Callable[[], object], device: torch.device, min_time: float):
     return timer.blocked_autorange(min_run_time=min_time).median, peak
 
 
-def cases(query, key, value, mask, backward: bool):
-    """The three implementations, as steps that run forward (and backward)."""
+def cases(query, key, value, mask, backward: bool, compiled: Callable | None = None):
+    """The implementations, as steps that run forward (and backward)."""
 
     def run(forward):
         def step():
@@ -78,7 +81,7 @@ def cases(query, key, value, mask, backward: bool):
 
         return step
 
-    return {
+    steps = {
         "pytorch sdpa": run(
             lambda: F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         ),
@@ -87,6 +90,9 @@ def cases(query, key, value, mask, backward: bool):
             lambda: dot_product_attention(query, key, value, mask, return_weights=True)[0]
         ),
     }
+    if compiled is not None:
+        steps["ours, compiled"] = run(lambda: compiled(query, key, value, mask))
+    return steps
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -98,8 +104,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds per timing")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    compiled = None
+    if args.compile:
+        compiled = torch.compile(dot_product_attention, dynamic=True)
 
     print(
         f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 inputs = make_inputs(args, n, masked)
                 results = {
                     name: measure(step, device, args.min_time)
-                    for name, step in cases(*inputs, backward).items()
+                    for name, step in cases(*inputs, backward, compiled).items()
                 }
                 base_time, base_memory = results["pytorch sdpa"]
                 for name, (seconds, memory) in results.items():

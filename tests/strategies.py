@@ -28,7 +28,10 @@ def attention_inputs(draw, *, with_mask: bool = True, dtype: torch.dtype = torch
     query, key, value = sample(*batch, n_q, d_k), sample(*batch, n_k, d_k), sample(*batch, n_k, d_v)
     mask = None
     if with_mask and draw(st.booleans()):
+        # every rank that broadcasts: one switch for all, one row of keys for all,
         # one mask for all, one per query and key, or one per key (padding-style)
-        mask_shape = draw(st.sampled_from([(n_q, n_k), (*batch, n_q, n_k), (*batch, 1, n_k)]))
+        mask_shape = draw(st.sampled_from(
+            [(), (n_k,), (n_q, n_k), (*batch, n_q, n_k), (*batch, 1, n_k)]
+        ))
         mask = torch.rand(mask_shape, generator=generator) < draw(st.sampled_from([0.3, 0.7]))
     return query, key, value, mask

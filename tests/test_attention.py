@@ -53,8 +53,9 @@ def test_both_paths_equal_the_formula(inputs):
 @given(attention_inputs())
 def test_equal_to_pytorch_where_every_query_has_a_key(inputs):
     query, key, value, mask = inputs
-    if mask is not None:
-        mask = mask.clone()
+    if mask is not None:  # SDPA wants a mask of at least 2 dimensions
+        n_q, n_k = query.shape[-2], key.shape[-2]
+        mask = mask.expand(torch.broadcast_shapes(mask.shape, (n_q, n_k))).clone()
         mask[..., 0] = True  # PyTorch's own answer for an empty row is backend-dependent
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     for return_weights in (False, True):
@@ -295,3 +296,181 @@ def test_broadcast_shape_follows_pytorchs_rule(shapes):
     except RuntimeError:
         expected = None
     assert broadcast_shape(*shapes) == expected
+
+
+# --- masks of every rank, half precision, garbage at masked positions ---------
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+@pytest.mark.parametrize(
+    ("input_batch", "mask_shape"),
+    [
+        ((2, 3), ()),  # 0-dim: one switch for everything
+        ((2, 3), (6,)),  # one row of keys for every query
+        ((2, 3), (4, 6)),
+        ((2, 3), (3, 1, 6)),  # per head, padding-style
+        ((2, 3), (2, 1, 1, 6)),  # per sequence, padding-style
+        ((2, 3), (2, 3, 4, 6)),
+        ((2, 1, 3), (2, 1, 3, 4, 6)),  # 5-D inputs and mask
+        ((2, 1, 3), (1, 3, 1, 6)),  # 5-D inputs, 4-D padding-style mask
+    ],
+)
+def test_masks_of_every_rank_that_broadcasts(input_batch, mask_shape, return_weights):
+    generator = torch.Generator().manual_seed(len(mask_shape))
+    query = torch.randn(*input_batch, 4, 5, generator=generator, dtype=torch.float64)
+    key = torch.randn(*input_batch, 6, 5, generator=generator, dtype=torch.float64)
+    value = torch.randn(*input_batch, 6, 3, generator=generator, dtype=torch.float64)
+    mask = torch.rand(mask_shape, generator=generator) < 0.6
+    result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+    output = result[0] if return_weights else result
+    batch = torch.broadcast_shapes(input_batch, mask_shape[:-2])
+    expected, _ = reference_attention(
+        query.expand(*batch, 4, 5), key.expand(*batch, 6, 5), value.expand(*batch, 6, 3),
+        mask.expand(*batch, 4, 6),
+    )
+    torch.testing.assert_close(output, expected)
+
+
+def test_a_mask_with_more_dimensions_than_the_output_is_named():
+    query, key, value = randn(3, 4), randn(5, 4), randn(5, 2)
+    with pytest.raises(ValueError, match=r"mask must broadcast to .* \(3, 5\)"):
+        dot_product_attention(query, key, value, torch.ones(2, 3, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_half_precision_at_large_logits_stays_finite_and_accurate(dtype, return_weights):
+    # q . k reaches 32 * 32 * 64 = 65,536, past float16's largest number (65,504):
+    # the scale must be applied before the product.
+    query = torch.full((1, 4, 64), 32.0, dtype=torch.float64)
+    key = torch.full((1, 6, 64), 32.0, dtype=torch.float64)
+    key[:, ::2] *= 0.99  # unequal scores, far apart after the scale
+    value = torch.randn(1, 6, 8, dtype=torch.float64)
+    expected = reference_attention(query, key, value)[0]
+    result = dot_product_attention(
+        query.to(dtype), key.to(dtype), value.to(dtype), return_weights=return_weights
+    )
+    output = result[0] if return_weights else result
+    assert torch.isfinite(output).all()
+    torch.testing.assert_close(output.double(), expected, atol=0.05, rtol=0.0)
+
+
+def opinfo_cases(dtype):
+    """PyTorch's own sample inputs for scaled_dot_product_attention (its OpInfo),
+    as (query, key, value, bool mask or None); random dropout and float additive
+    masks, which we do not take, are left out."""
+    common = pytest.importorskip("torch.testing._internal.common_methods_invocations")
+    name = "nn.functional.scaled_dot_product_attention"
+    [opinfo] = [op for op in common.op_db if op.name == name]
+    torch.manual_seed(0)
+    for sample in opinfo.sample_inputs("cpu", dtype):
+        kwargs = sample.kwargs
+        if kwargs.get("dropout_p", 0.0) > 0 or kwargs.get("attn_mask") is not None:
+            continue
+        query, (key, value) = sample.input, sample.args
+        mask = None
+        if kwargs.get("is_causal"):  # PyTorch's is_causal is the top-left triangle
+            n_q, n_k = query.shape[-2], key.shape[-2]
+            mask = torch.ones(n_q, n_k, dtype=torch.bool).tril()
+        yield query.detach(), key.detach(), value.detach(), mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_pytorchs_own_samples_on_both_paths_are_as_accurate_as_sdpa(dtype):
+    """Within three times SDPA's own error against float64, plus a few ulps."""
+    cases = list(opinfo_cases(dtype))
+    assert len(cases) >= 6
+    for query, key, value, mask in cases:
+        wide = [t.double() for t in (query, key, value)]
+        expected = reference_attention(*wide, mask)[0]
+        sdpa = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        sdpa_error = (sdpa.double() - expected).abs().max().item()
+        floor = 4 * torch.finfo(dtype).eps * expected.abs().max().item()
+        for return_weights in (False, True):
+            result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+            output = result[0] if return_weights else result
+            error = (output.double() - expected).abs().max().item()
+            assert output.dtype == dtype
+            assert error <= 3 * sdpa_error + floor, (return_weights, error, sdpa_error)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_bfloat16_scores_are_computed_in_float32(return_weights):
+    # Inputs in [-9, 9], the range of PyTorch's own samples: scores of size ~100,
+    # where bfloat16's 8-bit mantissa alone would err by about 1.
+    generator = torch.Generator().manual_seed(3)
+    query, key, value = (
+        torch.empty(2, 16, 32, dtype=torch.float64).uniform_(-9, 9, generator=generator)
+        for _ in range(3)
+    )
+    expected = reference_attention(query, key, value)[0]
+    low = [t.to(torch.bfloat16) for t in (query, key, value)]
+    expected_low = reference_attention(*(t.double() for t in low))[0]  # same rounded inputs
+    result = dot_product_attention(*low, return_weights=return_weights)
+    output = result[0] if return_weights else result
+    assert (output.double() - expected_low).abs().max() < 0.05
+    assert (output.double() - expected).abs().max() < 0.5 * (expected.abs().max())
+
+
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf")])
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_garbage_at_masked_positions_stays_out_of_outputs_and_gradients(
+    garbage, return_weights
+):
+    # Padding: the second sequence has 4 real tokens of 6; its padded keys, values
+    # and (fully masked) padded queries hold garbage.
+    n = 6
+    clean = [randn(2, 2, n, 4), randn(2, 2, n, 4), randn(2, 2, n, 3)]
+    lengths = torch.tensor([6, 4])
+    real = padding_mask(lengths, n)  # (2, n)
+    mask = real[:, None, :, None] & real[:, None, None, :]  # (2, 1, n, n)
+    dirty = [t.clone() for t in clean]
+    for t in dirty:
+        t[1, :, 4:] = garbage
+
+    def run(tensors):
+        tensors = [t.clone().requires_grad_() for t in tensors]
+        result = dot_product_attention(*tensors, mask, return_weights=return_weights)
+        output = result[0] if return_weights else result
+        gradients = torch.autograd.grad(output.sin().sum(), tensors)
+        return output, gradients
+
+    expected_output, expected_gradients = run(clean)
+    output, gradients = run(dirty)
+    assert torch.isfinite(output).all()
+    torch.testing.assert_close(output, expected_output)
+    for got, expected, t in zip(gradients, expected_gradients, clean, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, expected)
+        assert (got[1, :, 4:] == 0).all()  # garbage gets no gradient
+        assert t.shape == got.shape
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_both_paths_agree_on_fully_masked_rows_with_garbage(return_weights):
+    query, key, value = randn(3, 4), randn(5, 4), randn(5, 2)
+    key[2] = float("inf")
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[:, 2] = False  # nobody sees key 2
+    mask[1] = False  # query 1 sees nothing
+    result = dot_product_attention(query, key, value, mask, return_weights=return_weights)
+    output = result[0] if return_weights else result
+    assert (output[1] == 0).all() and torch.isfinite(output).all()
+    torch.testing.assert_close(output, dot_product_attention(query, key, value, mask))
+
+
+def test_scale_that_overflows_the_scores_is_named():
+    query, key, value = randn(3, 4).float(), randn(5, 4).float(), randn(5, 2).float()
+    with pytest.raises(ValueError, match=r"scale must be at most 3.4e\+38 .* got 1e\+39"):
+        dot_product_attention(query, key, value, scale=1e39)
+    with pytest.raises(ValueError, match="scale must be finite, got inf"):
+        dot_product_attention(query, key, value, scale=float("inf"))
+    # float64 scores hold it; half precision scores are float32.
+    dot_product_attention(query.double(), key.double(), value.double(), scale=1e39)
+    with pytest.raises(ValueError, match="scale must be at most"):
+        dot_product_attention(query.half(), key.half(), value.half(), scale=1e39)
+
+
+def test_zero_features_are_named():
+    with pytest.raises(ValueError, match=r"at least one feature \(d_k >= 1\)"):
+        dot_product_attention(randn(3, 0), randn(5, 0), randn(5, 2))

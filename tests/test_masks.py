@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -61,6 +62,15 @@ def test_padding_mask_marks_exactly_the_first_length_positions(lengths, extra):
             assert row[:length].all() and not row[length:].any()
 
 
+def test_padding_mask_takes_numpy_lengths_and_a_tensor_max_len():
+    expected = padding_mask([2, 0, 3], max_len=4)
+    assert torch.equal(padding_mask(np.array([2, 0, 3]), 4), expected)
+    assert torch.equal(padding_mask(torch.tensor([2, 0, 3]), torch.tensor(4)), expected)
+    assert torch.equal(padding_mask([2, 0, 3], max_len=np.int64(4)), expected)
+    with pytest.raises(TypeError, match="max_len must be an int, got Tensor"):
+        padding_mask([1], torch.tensor(4.0))
+
+
 def test_padding_mask_defaults_to_the_longest_length():
     assert padding_mask(torch.tensor([2, 5, 1])).shape == (3, 5)
 
@@ -96,6 +106,7 @@ def test_padding_mask_follows_its_lengths_device():
         ),
         ([1, 2.5], None, TypeError, r"lengths\[1\] must be an int, got float"),
         (3, None, TypeError, "lengths must be a 1-D integer tensor or a list of ints, got int"),
+        (np.array([1.5]), None, TypeError, "lengths must hold integers, got dtype torch.float64"),
         (torch.tensor([1, 2], device="meta"), None, ValueError, "max_len is required"),
     ],
 )

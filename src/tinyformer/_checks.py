@@ -3,7 +3,10 @@ expected and what came, so a mistake fails at the door and not deep in a matmul.
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -26,7 +29,18 @@ def check_floating(name: str, value: torch.Tensor) -> None:
 
 
 def check_int(name: str, value: object, *, minimum: int = 0) -> int:
-    """Return ``value`` as an int, or raise unless it is a whole number >= ``minimum``."""
+    """Return ``value`` as an int, or raise unless it is a whole number >= ``minimum``.
+
+    A symbolic size (``torch.SymInt``, met under ``torch.compile`` and
+    ``torch.export``) is returned as it is, so that sizes read off a tensor's
+    shape stay symbolic; a 0-dim integer tensor is read as its value.
+    """
+    if isinstance(value, torch.SymInt):
+        if value < minimum:  # a guard on the symbol, not a graph break
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        return value  # type: ignore[return-value]
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and _is_integer(value.dtype):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
@@ -38,25 +52,36 @@ def check_real(name: str, value: object) -> float:
     """Return ``value`` as a float, or raise unless it is a finite real number."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if value != value or value in (float("inf"), float("-inf")):
+    if value != value or abs(value) == math.inf:  # math.isfinite breaks a compiled graph
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
 
 
-def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def broadcast_shape(*shapes: Sequence[Any]) -> tuple[Any, ...] | None:
     """The shape that ``shapes`` broadcast to, or None if they do not broadcast.
 
-    Same rule as :func:`torch.broadcast_shapes`, in plain Python: that function
-    costs several microseconds a call, which every attention call would pay.
+    Same rule as :func:`torch.broadcast_shapes`, in plain Python, for two reasons:
+    that function costs several microseconds a call, which every attention call
+    would pay; and the rule here compares sizes with ``==`` only, one pair at a
+    time, so that under ``torch.compile(dynamic=True)`` a symbolic length stays
+    symbolic (hashing it into a set would specialise it: one compilation per
+    length).
     """
-    if all(shape == shapes[0] for shape in shapes[1:]):  # the common case, fast
-        return tuple(shapes[0])
-    ndim = max(len(shape) for shape in shapes)
-    padded = [(1,) * (ndim - len(shape)) + tuple(shape) for shape in shapes]
-    result = []
-    for sizes in zip(*padded, strict=True):
-        other = {size for size in sizes if size != 1}
-        if len(other) > 1:
-            return None
-        result.append(other.pop() if other else 1)
+    ndim = 0
+    for shape in shapes:  # not max(..., default=0): dynamo cannot trace `default`
+        ndim = max(ndim, len(shape))
+    result: list[Any] = [1] * ndim
+    for shape in shapes:
+        offset = ndim - len(shape)
+        for axis, size in enumerate(shape, start=offset):
+            if size == 1:
+                continue
+            if result[axis] == 1:
+                result[axis] = size
+            elif result[axis] != size:
+                return None
     return tuple(result)

@@ -41,15 +41,21 @@ def dot_product_attention(
         key: the keys, one per value.
         value: the values.
         mask: optional bool tensor, **True = may attend**, broadcastable to
-            ``(..., n_q, n_k)``. A query whose keys are all masked gets a zero
-            output, zero weights and zero gradient, never NaN.
+            ``(..., n_q, n_k)`` (of any rank up to that of the output: ``(n_k,)``,
+            ``(n_q, n_k)``, ``(batch, 1, 1, n_k)``...). A query whose keys are all
+            masked gets a zero output, zero weights and zero gradient, never NaN.
+            Keys that no query may see, and queries that may see no key, never
+            reach the result, even if they hold inf or NaN (padding garbage).
         scale: multiplies the scores; ``None`` means ``1 / sqrt(d_k)``, and
-            ``scale=1.0`` is plain dot-product attention.
+            ``scale=1.0`` is plain dot-product attention. It multiplies the
+            queries before the product, so that half precision does not overflow.
         dropout_p: probability of zeroing each weight (the survivors are scaled
             by ``1 / (1 - dropout_p)``). Applied whenever it is positive: pass
             ``0.0`` at evaluation time.
         return_weights: also return the attention weights (slower: the full
-            ``(n_q, n_k)`` matrix is built).
+            ``(n_q, n_k)`` matrix is built). In half precision the scores, the
+            softmax and the product with the values are computed in float32, and
+            the results returned in the input's dtype.
 
     Returns:
         The output, or ``(output, weights)`` when ``return_weights`` is true.
@@ -77,37 +83,62 @@ def dot_product_attention(
         True
     """
     batch_shape = _check_inputs(query, key, value)
-    n_q, n_k = query.shape[-2], key.shape[-2]
+    n_q, n_k, d_k = query.shape[-2], key.shape[-2], query.shape[-1]
     if mask is not None:
         _check_mask(mask, query, (*batch_shape, n_q, n_k))
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else check_real("scale", scale)
+    # Half precision computes the scores in float32 (as SDPA does inside).
+    compute_dtype = torch.promote_types(query.dtype, torch.float32)
+    scale = _check_scale(scale, d_k, compute_dtype)
     dropout_p = check_real("dropout_p", dropout_p)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
-    # A query with no allowed key would divide 0 by 0 in the softmax. We let such
-    # a row attend everywhere (finite numbers, finite gradients) and zero it after.
     if mask is not None:
+        if mask.dim() < 2:  # SDPA indexes the mask's last two dimensions
+            mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
+        # What a mask excludes must not reach the result, whatever it holds (inf,
+        # NaN): `where`, never a product (0 * NaN is NaN). A query with no allowed
+        # key attends everywhere to a zero query (finite numbers, finite
+        # gradients) and its output is set to zero after.
         has_key = mask.any(dim=-1, keepdim=True)  # (..., n_q, 1)
+        used = mask.any(dim=-2).unsqueeze(-1)  # (..., n_k, 1): some query sees key
+        query = torch.where(has_key, query, 0.0)
+        key, value = torch.where(used, key, 0.0), torch.where(used, value, 0.0)
         mask = mask | ~has_key
 
     if not return_weights:
         output = F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale
         )
-        return output if mask is None else output * has_key
+        return output if mask is None else torch.where(has_key, output, 0.0)
 
-    scores = (query @ key.transpose(-2, -1)) * scale  # (..., n_q, n_k)
+    # The scale goes on the query before the product: (q k^T) * scale can
+    # overflow in half precision where (scale * q) k^T does not.
+    scaled_query = query.to(compute_dtype) * scale
+    scores = scaled_query @ key.to(compute_dtype).transpose(-2, -1)  # (..., n_q, n_k)
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    # Softmax in at least float32: half-precision exponentials lose the small weights.
-    weights = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
-    weights = weights.to(query.dtype)
+        scores = torch.where(mask, scores, float("-inf"))
+    weights = scores.softmax(dim=-1)  # (..., n_q, n_k), in float32 or wider
     if mask is not None:
-        weights = weights * has_key
+        weights = torch.where(has_key, weights, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
-    return weights @ value, weights  # (..., n_q, d_v), (..., n_q, n_k)
+    output = weights @ value.to(compute_dtype)  # (..., n_q, d_v)
+    return output.to(query.dtype), weights.to(query.dtype)
+
+
+def _check_scale(scale: object, d_k: int, compute_dtype: torch.dtype) -> float:
+    """Return the scale: 1/sqrt(d_k) by default, else ``scale`` if it is usable."""
+    if scale is None:
+        return 1.0 / math.sqrt(d_k)
+    scale = check_real("scale", scale)
+    largest = torch.finfo(compute_dtype).max
+    if abs(scale) > largest:
+        raise ValueError(
+            f"scale must be at most {largest:.3g} in magnitude for {compute_dtype} "
+            f"scores, got {scale}"
+        )
+    return scale
 
 
 def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[int, ...]:
@@ -126,6 +157,11 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -
         raise ValueError(
             f"key must have query's feature size d_k={query.shape[-1]} in its last dimension, "
             f"got key of shape {tuple(key.shape)} for query of shape {tuple(query.shape)}"
+        )
+    if query.shape[-1] == 0:
+        raise ValueError(
+            f"query and key must have at least one feature (d_k >= 1), "
+            f"got query of shape {tuple(query.shape)}"
         )
     if value.shape[-2] != key.shape[-2]:
         raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ._checks import check_int
@@ -22,7 +23,8 @@ def causal_mask(
     ``scaled_dot_product_attention(is_causal=True)``, which aligns top-left.
 
     Args:
-        n_queries: number of queries.
+        n_queries: number of queries (an int, or a size read off a tensor's shape,
+            symbolic under ``torch.compile``/``torch.export``).
         n_keys: number of keys; defaults to ``n_queries``.
         device: where to make the mask.
 
@@ -40,21 +42,29 @@ def causal_mask(
     """
     n_queries = check_int("n_queries", n_queries)
     n_keys = n_queries if n_keys is None else check_int("n_keys", n_keys)
-    ones = torch.ones(n_queries, n_keys, dtype=torch.bool, device=device)
-    return ones.tril(diagonal=n_keys - n_queries)
+    # Compare positions rather than `tril(diagonal=n_keys - n_queries)`: the
+    # diagonal of tril must be a plain int, and under torch.export the sizes are
+    # symbolic.
+    query_position = torch.arange(n_queries, device=device) + (n_keys - n_queries)
+    key_position = torch.arange(n_keys, device=device)
+    return key_position <= query_position[:, None]  # (n_queries, n_keys)
 
 
 def padding_mask(
-    lengths: torch.Tensor | Sequence[int],
-    max_len: int | None = None,
+    lengths: torch.Tensor | np.ndarray | Sequence[int],
+    max_len: int | torch.Tensor | None = None,
     *,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Mask that marks the real tokens of right-padded sequences.
 
     Args:
-        lengths: the length of each sequence, an integer tensor or a list of ints.
-        max_len: the padded length; defaults to the longest length.
+        lengths: the length of each sequence: an integer tensor, a NumPy array
+            or a list of ints.
+        max_len: the padded length (an int, a 0-dim integer tensor, or a size
+            read off a tensor's shape); defaults to the longest length. Pass it
+            under ``torch.compile``, where reading the longest length back from
+            the device would break the graph.
         device: where to make the mask when ``lengths`` is a list; a tensor's
             own device is used otherwise.
 
@@ -69,6 +79,8 @@ def padding_mask(
         tensor([[1, 1, 1, 0],
                 [1, 0, 0, 0]], dtype=torch.int32)
     """
+    if isinstance(lengths, np.ndarray):
+        lengths = torch.from_numpy(lengths).to(device)
     if not isinstance(lengths, torch.Tensor):
         if not isinstance(lengths, Sequence):
             raise TypeError(
@@ -83,10 +95,15 @@ def padding_mask(
         raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be 1-D (batch,), got shape {tuple(lengths.shape)}")
-    checkable = lengths.device.type != "meta"  # a meta tensor has no values to check
+    # Checking the values reads them back from the device: eager mode only. Under
+    # torch.compile they would break the graph (pass max_len there), and a meta
+    # tensor has no values.
+    checkable = lengths.device.type != "meta" and not torch.compiler.is_compiling()
     if max_len is None:
         if not checkable:
-            raise ValueError("max_len is required when lengths is on the meta device")
+            raise ValueError(
+                "max_len is required when lengths is on the meta device or compiled"
+            )
         max_len = int(lengths.max()) if lengths.numel() else 0
     max_len = check_int("max_len", max_len)
     if checkable and lengths.numel():
