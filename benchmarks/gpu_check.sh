@@ -5,7 +5,9 @@
 #   1. the unit and property tests (the CUDA ones included),
 #   2. every chapter's twin under the gpu profile, saving the executed notebooks
 #      and every number a chapter glues into its prose,
-#   3. the attention benchmark in bfloat16.
+#   3. the attention benchmark in bfloat16, with our fast path under torch.compile,
+#      and the per-call overhead at a tiny size.
+# Make the wheels first, here: bash benchmarks/gpu_wheels.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]     (logs and results go to OUT_DIR)
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu-check}}
@@ -49,5 +51,9 @@ done
 
 echo "== attention benchmark, bfloat16"
 python3 benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 1024 4096 8192 \
-  --batch 4 --heads 16 --head-dim 64 2>&1 | tee "$out/benchmark.log" || status=1
+  --batch 4 --heads 16 --head-dim 64 --compile 2>&1 | grep -v Warning \
+  | tee "$out/benchmark.log" || status=1
+echo "== per-call overhead at a tiny size (1, 1, 8, 16), float32"
+python3 benchmarks/attention.py --device cuda --lengths 8 --batch 1 --heads 1 \
+  --head-dim 16 --min-time 0.5 2>&1 | tee "$out/overhead.log" || status=1
 exit $status

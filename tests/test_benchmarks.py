@@ -18,3 +18,15 @@ def test_attention_benchmark_reports_a_ratio_for_every_case(capsys):
     assert all(math.isfinite(row["ms"]) and row["ms"] > 0 for row in rows)
     assert {row["time_ratio"] for row in rows if row["implementation"] == "pytorch sdpa"} == {1.0}
     assert "ours, with weights" in capsys.readouterr().out
+
+
+def test_attention_benchmark_times_the_compiled_fast_path():
+    spec = importlib.util.spec_from_file_location("attention_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(
+        ["--lengths", "8", "--batch", "1", "--heads", "1", "--min-time", "0.001", "--compile"]
+    )
+    compiled = [row for row in rows if row["implementation"] == "ours, compiled"]
+    assert len(compiled) == 4  # mask or not, backward or not
+    assert all(math.isfinite(row["ms"]) and row["ms"] > 0 for row in compiled)
