@@ -104,7 +104,7 @@ def dot_product_attention(
         used = mask.any(dim=-2).unsqueeze(-1)  # (..., n_k, 1): some query sees key
         query = torch.where(has_key, query, 0.0)
         key, value = torch.where(used, key, 0.0), torch.where(used, value, 0.0)
-        mask = mask | ~has_key
+        mask = torch.where(has_key, mask, True)  # mask | ~has_key, in one step
 
     if not return_weights:
         output = F.scaled_dot_product_attention(
