@@ -97,7 +97,8 @@ def schematic(
             which may use matplotlib's mathtext (``"$Q$\\n(n_q, d_k)"``).
         arrows: ``(start, end)`` or ``(start, end, label)`` pairs of box names.
         ax: a matplotlib ``Axes`` to draw on; a new figure otherwise.
-        box_width: the width of each box, in data units.
+        box_width: the width of each box, in data units (1.3 in, or less when
+            the diagram would be wider than a page).
         box_height: the height of each box, in data units.
         highlight: names of boxes drawn in the accent colour (the inputs, say).
         title: the title above the diagram.
@@ -125,7 +126,10 @@ def schematic(
     if ax is None:
         width = max(xs, default=0) - min(xs, default=0) + box_width + 0.4
         height = max(ys, default=0) - min(ys, default=0) + box_height + 0.6
-        _, ax = plt.subplots(figsize=(1.3 * width, 1.3 * height), layout="constrained")
+        # At most a page's width (7.5 in): a wider figure is shrunk on the page,
+        # and its text with it.
+        inches = min(1.3, 7.5 / width)
+        _, ax = plt.subplots(figsize=(inches * width, inches * height), layout="constrained")
     for name, (x, y, text) in boxes.items():
         color = "#fde7c8" if name in highlight else "#e3ecf7"
         ax.add_patch(
