@@ -412,16 +412,24 @@ def test_bfloat16_scores_are_computed_in_float32(return_weights):
     assert (output.double() - expected).abs().max() < 0.5 * (expected.abs().max())
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("garbage", [float("nan"), float("inf")])
 @pytest.mark.parametrize("return_weights", [False, True])
 def test_garbage_at_masked_positions_stays_out_of_outputs_and_gradients(
-    garbage, return_weights
+    garbage, return_weights, device
 ):
     # Padding: the second sequence has 4 real tokens of 6; its padded keys, values
-    # and (fully masked) padded queries hold garbage.
+    # and (fully masked) padded queries hold garbage. On CUDA, SDPA's own kernels.
     n = 6
-    clean = [randn(2, 2, n, 4), randn(2, 2, n, 4), randn(2, 2, n, 3)]
-    lengths = torch.tensor([6, 4])
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    clean = [randn(2, 2, n, 4, dtype=dtype, device=device),
+             randn(2, 2, n, 4, dtype=dtype, device=device),
+             randn(2, 2, n, 3, dtype=dtype, device=device)]
+    lengths = torch.tensor([6, 4], device=device)
     real = padding_mask(lengths, n)  # (2, n)
     mask = real[:, None, :, None] & real[:, None, None, :]  # (2, 1, n, n)
     dirty = [t.clone() for t in clean]
