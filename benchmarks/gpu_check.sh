@@ -28,8 +28,9 @@ unset TINYFORMER_PROFILE
 python3 -c "import torch, tinyformer; print('torch', torch.__version__, torch.cuda.get_device_name(), 'profile', tinyformer.profile())"
 status=0
 
-echo "== unit and property tests"
-python3 -m pytest -q -p no:cacheprovider tests -x 2>&1 | tail -5 | tee "$out/tests.log" || status=1
+echo "== unit and property tests, in the background (mostly CPU work)"
+python3 -m pytest -q -p no:cacheprovider tests -x > "$out/tests.log" 2>&1 &
+tests=$!
 
 echo "== chapters under the gpu profile"
 for twin in notebooks/[0-9]*.ipynb; do
@@ -48,6 +49,9 @@ finally:
 PY
   cat "$out/$name.glue.jsonl" 2>/dev/null
 done
+
+wait $tests || status=1
+echo "== unit and property tests"; tail -5 "$out/tests.log"
 
 echo "== attention benchmark, bfloat16"
 python3 benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 1024 4096 8192 \
