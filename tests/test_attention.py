@@ -482,3 +482,42 @@ def test_scale_that_overflows_the_scores_is_named():
 def test_zero_features_are_named():
     with pytest.raises(ValueError, match=r"at least one feature \(d_k >= 1\)"):
         dot_product_attention(randn(3, 0), randn(5, 0), randn(5, 2))
+
+
+# --- is_causal -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+@pytest.mark.parametrize(("n_q", "n_k"), [(5, 5), (3, 7), (6, 4), (1, 5)])
+def test_is_causal_equals_the_bottom_right_causal_mask(n_q, n_k, return_weights):
+    query, key, value = randn(2, 3, n_q, 4), randn(2, 3, n_k, 4), randn(2, 3, n_k, 5)
+    expected = reference_attention(query, key, value, causal_mask(n_q, n_k))
+    result = dot_product_attention(query, key, value, is_causal=True,
+                                   return_weights=return_weights)
+    output = result[0] if return_weights else result
+    torch.testing.assert_close(output, expected[0])
+    if return_weights:
+        torch.testing.assert_close(result[1], expected[1])
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_is_causal_combines_with_a_mask(return_weights):
+    query, key, value = randn(2, 6, 4), randn(2, 6, 4), randn(2, 6, 3)
+    padding = padding_mask([6, 4])[:, None, :]  # (2, 1, 6)
+    expected = reference_attention(query, key, value, padding & causal_mask(6))[0]
+    result = dot_product_attention(query, key, value, padding, is_causal=True,
+                                   return_weights=return_weights)
+    torch.testing.assert_close(result[0] if return_weights else result, expected)
+
+
+def test_is_causal_is_not_pytorchs_top_left_when_keys_outnumber_queries():
+    query, key, value = randn(3, 4), randn(7, 4), randn(7, 2)
+    top_left = F.scaled_dot_product_attention(query, key, value, is_causal=True)
+    ours = dot_product_attention(query, key, value, is_causal=True)
+    assert not torch.allclose(ours, top_left)
+    torch.testing.assert_close(ours[-1], dot_product_attention(query, key, value)[-1])
+
+
+def test_is_causal_must_be_a_bool():
+    with pytest.raises(TypeError, match="is_causal must be a bool, got int"):
+        dot_product_attention(randn(3, 4), randn(3, 4), randn(3, 2), is_causal=1)

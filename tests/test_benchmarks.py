@@ -30,3 +30,13 @@ def test_attention_benchmark_times_the_compiled_fast_path():
     compiled = [row for row in rows if row["implementation"] == "ours, compiled"]
     assert len(compiled) == 4  # mask or not, backward or not
     assert all(math.isfinite(row["ms"]) and row["ms"] > 0 for row in compiled)
+
+
+def test_multihead_benchmark_reports_a_ratio_for_every_case():
+    path = PATH.parent / "multihead.py"
+    spec = importlib.util.spec_from_file_location("multihead_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--smoke"])
+    assert [row["case"] for row in rows] == ["inference", "fwd+bwd", "fwd+bwd"]
+    assert all(math.isfinite(row["ratio"]) and row["ratio"] > 0 for row in rows)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyformer import causal_mask, padding_mask
+from tinyformer import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 
 
 @given(st.integers(0, 12), st.integers(0, 12))
@@ -113,3 +113,46 @@ def test_padding_mask_follows_its_lengths_device():
 def test_padding_mask_rejects_bad_lengths(lengths, max_len, error, message):
     with pytest.raises(error, match=message):
         padding_mask(lengths, max_len)
+
+
+def test_combine_masks_allows_only_what_every_mask_allows():
+    padding = padding_mask([2, 3])[:, None, :]  # (2, 1, 3)
+    combined = combine_masks(causal_mask(3), None, padding)
+    assert combined.shape == (2, 3, 3)
+    assert torch.equal(combined, causal_mask(3) & padding)
+    assert combine_masks(None, None) is None
+    assert combine_masks(causal_mask(2)) is not None
+
+
+def test_combine_masks_names_the_mask_that_does_not_fit():
+    with pytest.raises(TypeError, match=r"masks\[1\] must be a bool tensor"):
+        combine_masks(causal_mask(3), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match=r"masks\[1\] of shape \(4, 4\) does not broadcast"):
+        combine_masks(causal_mask(3), causal_mask(4))
+
+
+def test_pytorch_masks_convert_both_ways():
+    ours = padding_mask([1, 3], 3)
+    torch_style = mask_to_torch(ours)  # True = ignore
+    assert torch.equal(torch_style, torch.tensor([[False, True, True], [False, False, False]]))
+    assert torch.equal(mask_from_torch(torch_style), ours)
+    additive = torch.zeros(3, 3).masked_fill(~causal_mask(3), float("-inf"))
+    assert torch.equal(mask_from_torch(additive), causal_mask(3))
+
+
+def test_mask_from_torch_refuses_a_bias():
+    with pytest.raises(ValueError, match="values other than 0 and -inf: it is an additive bias"):
+        mask_from_torch(torch.tensor([0.0, -1.0]))
+    with pytest.raises(TypeError, match=r"got dtype torch\.int64"):
+        mask_from_torch(torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        mask_to_torch(torch.tensor([0.0]))
+
+
+def test_converted_masks_give_pytorchs_answer():
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(2, 4, 8)
+    ours = padding_mask([4, 2], 4)
+    with_ours = mha(x, x, x, key_padding_mask=mask_to_torch(ours))[0]
+    by_hand = mha(x, x, x, key_padding_mask=torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]]).bool())[0]
+    torch.testing.assert_close(with_ours, by_hand)

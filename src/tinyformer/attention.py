@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import broadcast_shape, check_floating, check_real, check_tensor
+from .masks import causal_mask
 
 
 def dot_product_attention(
@@ -28,6 +29,7 @@ def dot_product_attention(
     *,
     scale: float | None = None,
     dropout_p: float = 0.0,
+    is_causal: bool = False,
     return_weights: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attend from each query to the keys and average their values.
@@ -49,6 +51,11 @@ def dot_product_attention(
         scale: multiplies the scores; ``None`` means ``1 / sqrt(d_k)``, and
             ``scale=1.0`` is plain dot-product attention. It multiplies the
             queries before the product, so that half precision does not overflow.
+        is_causal: let each query see only the keys up to its own position, the
+            queries being the *last* ``n_q`` positions (bottom-right, like
+            :func:`~tinyformer.causal_mask`). Combines with ``mask`` (both must
+            allow a key). With ``n_q == n_k`` and no other mask this runs SDPA's
+            causal kernel and never builds the ``(n_q, n_k)`` mask.
         dropout_p: probability of zeroing each weight (the survivors are scaled
             by ``1 / (1 - dropout_p)``). Applied whenever it is positive: pass
             ``0.0`` at evaluation time.
@@ -92,6 +99,15 @@ def dot_product_attention(
     dropout_p = check_real("dropout_p", dropout_p)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+
+    # SDPA's is_causal aligns top-left; ours aligns bottom-right. They agree when
+    # n_q == n_k, and then SDPA's causal kernel needs no mask at all.
+    sdpa_causal = is_causal and mask is None and n_q == n_k and not return_weights
+    if is_causal and not sdpa_causal:
+        causal = causal_mask(n_q, n_k, device=query.device)  # (n_q, n_k)
+        mask = causal if mask is None else mask & causal
 
     if mask is not None:
         if mask.dim() < 2:  # SDPA indexes the mask's last two dimensions
@@ -108,7 +124,8 @@ def dot_product_attention(
 
     if not return_weights:
         output = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale
+            query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale,
+            is_causal=sdpa_causal,
         )
         return output if mask is None else torch.where(has_key, output, 0.0)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._checks import check_int
+from ._checks import broadcast_shape, check_int, check_tensor
 
 
 def causal_mask(
@@ -112,3 +112,109 @@ def padding_mask(
             raise ValueError(f"lengths must lie in [0, max_len={max_len}], got {low} to {high}")
     positions = torch.arange(max_len, device=lengths.device)  # (max_len,)
     return positions < lengths[:, None]  # (batch, max_len)
+
+
+def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """Combine boolean masks: a key may be attended to only if *every* mask allows it.
+
+    ``None`` stands for "no mask" and is skipped; the masks broadcast against
+    each other like tensors do.
+
+    Args:
+        masks: bool tensors, **True = may attend**, or ``None``.
+
+    Returns:
+        The logical AND of the masks, or ``None`` if every mask is ``None``.
+
+    Shape:
+        - masks: broadcastable to one another, e.g. ``(n_q, n_k)`` and
+          ``(batch, 1, 1, n_k)``
+        - output: their broadcast shape, e.g. ``(batch, 1, n_q, n_k)``
+
+    Example:
+        >>> padding = padding_mask([2, 3])[:, None, :]  # (2, 1, 3)
+        >>> combine_masks(causal_mask(3), padding, None)[0].int()
+        tensor([[1, 0, 0],
+                [1, 1, 0],
+                [1, 1, 0]], dtype=torch.int32)
+    """
+    result = None
+    for index, mask in enumerate(masks):
+        if mask is None:
+            continue
+        _check_bool_mask(f"masks[{index}]", mask)
+        if result is not None and broadcast_shape(result.shape, mask.shape) is None:
+            raise ValueError(
+                f"masks[{index}] of shape {tuple(mask.shape)} does not broadcast with "
+                f"the masks before it, of shape {tuple(result.shape)}"
+            )
+        result = mask if result is None else result & mask
+    return result
+
+
+def mask_from_torch(attn_mask: torch.Tensor) -> torch.Tensor:
+    """Convert one of PyTorch's *ignore* masks to ours (**True = may attend**).
+
+    ``nn.MultiheadAttention``'s boolean ``attn_mask`` and ``key_padding_mask``
+    (and ``nn.Transformer``'s) mean True = *do not attend*, the opposite of
+    :func:`torch.nn.functional.scaled_dot_product_attention` and of this library.
+    An additive float mask (0 to keep, ``-inf`` to drop) is accepted too; one
+    holding other values is a bias, not a mask, and is refused.
+
+    Args:
+        attn_mask: bool (True = ignore) or float (0 or ``-inf``) tensor.
+
+    Shape:
+        - attn_mask: any, e.g. ``(n_q, n_k)`` or a key padding mask ``(batch, n_k)``
+        - output: the same, bool, **True = may attend**. A key padding mask
+          becomes ``mask[:, None, None, :]`` for ``(batch, heads, n_q, n_k)``.
+
+    Example:
+        >>> ignore = torch.tensor([[False, True], [False, False]])
+        >>> mask_from_torch(ignore).int()
+        tensor([[1, 0],
+                [1, 1]], dtype=torch.int32)
+        >>> mask_from_torch(torch.tensor([0.0, float("-inf")]))
+        tensor([ True, False])
+    """
+    attn_mask = check_tensor("attn_mask", attn_mask)
+    if attn_mask.dtype == torch.bool:
+        return ~attn_mask
+    if not attn_mask.is_floating_point():
+        raise TypeError(
+            f"attn_mask must be a bool (True = ignore) or float (0 / -inf) tensor, "
+            f"got dtype {attn_mask.dtype}"
+        )
+    keep = attn_mask == 0
+    checkable = attn_mask.device.type != "meta" and not torch.compiler.is_compiling()
+    if checkable and not bool((keep | (attn_mask == float("-inf"))).all()):
+        raise ValueError(
+            "attn_mask holds values other than 0 and -inf: it is an additive bias, "
+            "not a mask; add it to the scores instead"
+        )
+    return keep
+
+
+def mask_to_torch(mask: torch.Tensor) -> torch.Tensor:
+    """Convert our mask (**True = may attend**) to PyTorch's *ignore* convention.
+
+    The result is what ``nn.MultiheadAttention`` takes as a boolean ``attn_mask``
+    or ``key_padding_mask`` (True = do not attend).
+
+    Shape:
+        - mask: any, bool
+        - output: the same, bool, **True = ignore**
+
+    Example:
+        >>> mask_to_torch(padding_mask([1, 2])).int()
+        tensor([[0, 1],
+                [0, 0]], dtype=torch.int32)
+    """
+    _check_bool_mask("mask", mask)
+    return ~mask
+
+
+def _check_bool_mask(name: str, mask: object) -> None:
+    mask = check_tensor(name, mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor (True = may attend), got dtype {mask.dtype}")
