@@ -7,12 +7,26 @@ PyTorch's own version.
 from .attention import dot_product_attention
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 from .multihead import MultiHeadAttention
+from .positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    alibi_bias,
+    alibi_slopes,
+    rotary_embedding,
+    sinusoidal_encoding,
+)
 from .runtime import per_profile, pick_device, profile
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEncoding",
+    "alibi_bias",
+    "alibi_slopes",
     "causal_mask",
     "combine_masks",
     "dot_product_attention",
@@ -22,4 +36,6 @@ __all__ = [
     "per_profile",
     "pick_device",
     "profile",
+    "rotary_embedding",
+    "sinusoidal_encoding",
 ]
