@@ -6,7 +6,8 @@
 #   2. every chapter's twin under the gpu profile, saving the executed notebooks
 #      and every number a chapter glues into its prose,
 #   3. the attention benchmark in bfloat16, with our fast path under torch.compile,
-#      and the per-call overhead at a tiny size.
+#      MultiHeadAttention beside nn.MultiheadAttention, and the per-call overhead
+#      at a tiny size.
 # Make the wheels first, here: bash benchmarks/gpu_wheels.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]     (logs and results go to OUT_DIR)
 set -uo pipefail
@@ -57,6 +58,9 @@ echo "== attention benchmark, bfloat16"
 python3 benchmarks/attention.py --device cuda --dtype bfloat16 --lengths 1024 4096 8192 \
   --batch 4 --heads 16 --head-dim 64 --compile 2>&1 | grep -v Warning \
   | tee "$out/benchmark.log" || status=1
+echo "== MultiHeadAttention beside nn.MultiheadAttention, bfloat16"
+python3 benchmarks/multihead.py --device cuda --dtype bfloat16 2>&1 \
+  | tee "$out/multihead.log" || status=1
 echo "== per-call overhead at a tiny size (1, 1, 8, 16), float32"
 python3 benchmarks/attention.py --device cuda --lengths 8 --batch 1 --heads 1 \
   --head-dim 16 --min-time 0.5 2>&1 | tee "$out/overhead.log" || status=1
