@@ -189,11 +189,11 @@ class LearnedPositionalEmbedding(nn.Module):
         longest = self.max_positions
         if torch.compiler.is_compiling() or isinstance(end, torch.SymInt):
             # A symbolic length under torch.compile/export: a check on the symbol, no
-            # graph break; its message may hold constants only (formatting the length
-            # would specialise it).
+            # graph break. Its message is a constant: formatting the length would
+            # specialise it, and torch 2.11's dynamo refuses a closure there.
             torch._check(
                 end <= longest,
-                lambda: f"x is longer than max_positions={longest} (from its offset)",
+                lambda: "x is longer than the table's max_positions (from its offset)",
             )
         elif end > longest:
             raise ValueError(
