@@ -28,6 +28,18 @@ def check_floating(name: str, value: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
 
 
+def check_bool_mask(name: str, mask: object) -> torch.Tensor:
+    """Return ``mask``, or raise unless it is a bool tensor (True = may attend)."""
+    mask = check_tensor(name, mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"{name} must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
+            "from an additive float mask (0 / -inf) or PyTorch's True = ignore, "
+            "use tinyformer.mask_from_torch"
+        )
+    return mask
+
+
 def check_int(name: str, value: object, *, minimum: int = 0) -> int:
     """Return ``value`` as an int, or raise unless it is a whole number >= ``minimum``.
 

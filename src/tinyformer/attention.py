@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import broadcast_shape, check_floating, check_real, check_tensor
+from ._checks import broadcast_shape, check_bool_mask, check_floating, check_real, check_tensor
 from .masks import causal_mask
 
 
@@ -196,12 +196,7 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -
 
 def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:
     """Check that ``mask`` is a bool tensor broadcastable to ``expected``."""
-    mask = check_tensor("mask", mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
-            "for an additive float mask, pass mask=(additive_mask == 0)"
-        )
+    mask = check_bool_mask("mask", mask)
     if mask.device != query.device:
         raise ValueError(f"mask must be on query's device {query.device}, got {mask.device}")
     if broadcast_shape(mask.shape, expected) != expected:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._checks import broadcast_shape, check_int, check_tensor
+from ._checks import broadcast_shape, check_bool_mask, check_int, check_tensor
 
 
 def causal_mask(
@@ -142,7 +142,7 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
     for index, mask in enumerate(masks):
         if mask is None:
             continue
-        _check_bool_mask(f"masks[{index}]", mask)
+        check_bool_mask(f"masks[{index}]", mask)
         if result is not None and broadcast_shape(result.shape, mask.shape) is None:
             raise ValueError(
                 f"masks[{index}] of shape {tuple(mask.shape)} does not broadcast with "
@@ -210,11 +210,4 @@ def mask_to_torch(mask: torch.Tensor) -> torch.Tensor:
         tensor([[0, 1],
                 [0, 0]], dtype=torch.int32)
     """
-    _check_bool_mask("mask", mask)
-    return ~mask
-
-
-def _check_bool_mask(name: str, mask: object) -> None:
-    mask = check_tensor(name, mask)
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name} must be a bool tensor (True = may attend), got dtype {mask.dtype}")
+    return ~check_bool_mask("mask", mask)
