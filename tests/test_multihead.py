@@ -99,6 +99,60 @@ def test_self_attention_is_permutation_equivariant():
     torch.testing.assert_close(ours(x)[:, order], ours(x[:, order]))
 
 
+@settings(max_examples=25, deadline=None)
+@given(n_q=st.integers(1, 7), n_k=st.integers(1, 7), n_heads=st.sampled_from([1, 2, 4]),
+       seed=st.integers(0, 2**16))
+def test_permutations_move_queries_and_leave_memory_order_unseen(n_q, n_k, n_heads, seed):
+    """Permuting the queries permutes the outputs; permuting the keys with their
+    values (and their key mask) changes nothing."""
+    torch.manual_seed(seed)
+    ours = MultiHeadAttention(8, n_heads, kdim=5, vdim=5, dtype=F64)
+    query, memory = torch.randn(2, n_q, 8, dtype=F64), torch.randn(2, n_k, 5, dtype=F64)
+    key_mask = padding_mask(torch.randint(1, n_k + 1, (2,)), n_k)
+    output = ours(query, memory, memory, key_mask=key_mask)
+    rows, keys = torch.randperm(n_q), torch.randperm(n_k)
+    moved = ours(query[:, rows], memory[:, keys], memory[:, keys], key_mask=key_mask[:, keys])
+    torch.testing.assert_close(moved, output[:, rows])
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 8), n_heads=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16),
+       cut=st.integers(1, 7))
+def test_causal_self_attention_leaks_nothing_from_the_future(n, n_heads, seed, cut):
+    """Under is_causal, changing tokens from position `cut` on (to anything finite:
+    real tokens, not padding garbage) leaves the outputs before it unchanged, and
+    no gradient flows back to them."""
+    cut = min(cut, n - 1)
+    torch.manual_seed(seed)
+    ours = MultiHeadAttention(8, n_heads, dtype=F64)
+    x = torch.randn(2, n, 8, dtype=F64, requires_grad=True)
+    output = ours(x, is_causal=True)
+    changed = x.detach().clone()
+    changed[:, cut:] = 1e3 * torch.randn_like(changed[:, cut:])
+    torch.testing.assert_close(ours(changed, is_causal=True)[:, :cut], output[:, :cut])
+    output[:, :cut].sum().backward()
+    assert (x.grad[:, cut:] == 0).all()
+    assert (x.grad[:, :cut] != 0).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       extra=st.integers(0, 4), causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_padding_to_any_length_leaves_real_tokens_unchanged(lengths, extra, causal, seed):
+    """The same sequences padded to two lengths (with garbage in the padding) give
+    the same outputs on their real tokens."""
+    torch.manual_seed(seed)
+    ours = MultiHeadAttention(8, 2, dtype=F64)
+    short_len = max(lengths)
+    x = torch.randn(len(lengths), short_len + extra, 8, dtype=F64)
+    long_mask = padding_mask(lengths, short_len + extra)
+    x = torch.where(long_mask[..., None], x, torch.tensor(float("inf"), dtype=F64))
+    short = ours(x[:, :short_len], key_mask=padding_mask(lengths, short_len), is_causal=causal)
+    long = ours(x, key_mask=long_mask, is_causal=causal)
+    real = padding_mask(lengths, short_len)
+    torch.testing.assert_close(long[:, :short_len][real], short[real])
+
+
 def test_padded_keys_change_nothing_and_fully_masked_rows_are_zero():
     torch.manual_seed(3)
     ours = MultiHeadAttention(16, 4, bias=False, dtype=F64)
