@@ -5,6 +5,7 @@ PyTorch's own version.
 """
 
 from .attention import dot_product_attention
+from .layers import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 from .multihead import MultiHeadAttention
 from .positional import (
@@ -21,6 +22,11 @@ from .runtime import per_profile, pick_device, profile
 __version__ = "0.1.0"
 
 __all__ = [
+    "Decoder",
+    "DecoderLayer",
+    "Encoder",
+    "EncoderLayer",
+    "FeedForward",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "RotaryEmbedding",

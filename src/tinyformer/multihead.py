@@ -207,6 +207,12 @@ class MultiHeadAttention(nn.Module):
             )
         if not module.batch_first:
             raise ValueError("module must have batch_first=True, like this library")
+        return cls._copy_weights(module)
+
+    @classmethod
+    def _copy_weights(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """The copy of ``from_torch`` whatever ``module.batch_first`` is: a
+        Transformer layer of PyTorch's may hold a sequence-first attention."""
         if module.bias_k is not None or module.add_zero_attn:
             raise ValueError("module must not use add_bias_kv or add_zero_attn")
         weight = module.out_proj.weight
