@@ -7,6 +7,7 @@ PyTorch's own version.
 from .attention import dot_product_attention
 from .layers import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
+from .model import Transformer
 from .multihead import MultiHeadAttention
 from .positional import (
     LearnedPositionalEmbedding,
@@ -31,6 +32,7 @@ __all__ = [
     "MultiHeadAttention",
     "RotaryEmbedding",
     "SinusoidalPositionalEncoding",
+    "Transformer",
     "alibi_bias",
     "alibi_slopes",
     "causal_mask",
