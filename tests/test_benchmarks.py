@@ -40,3 +40,14 @@ def test_multihead_benchmark_reports_a_ratio_for_every_case():
     rows = module.main(["--smoke"])
     assert [row["case"] for row in rows] == ["inference", "fwd+bwd", "fwd+bwd"]
     assert all(math.isfinite(row["ratio"]) and row["ratio"] > 0 for row in rows)
+
+
+def test_transformer_benchmark_checks_equality_then_reports_throughputs():
+    path = PATH.parent / "transformer.py"
+    spec = importlib.util.spec_from_file_location("transformer_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--smoke"])
+    assert result["difference"] < 1e-4  # the same weights give the same logits
+    assert set(result["tokens_per_second"]) == {"pytorch", "ours"}
+    assert math.isfinite(result["ratio"]) and result["ratio"] > 0

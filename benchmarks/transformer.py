@@ -1,0 +1,192 @@
+"""Training throughput of tinyformer.Transformer beside torch.nn.Transformer, as
+tokens per second measured in one process, with the same weights and batches.
+
+    python benchmarks/transformer.py                              # CPU, a small model
+    python benchmarks/transformer.py --device cuda                # the paper's base, bf16
+    python benchmarks/transformer.py --smoke                      # tiny sizes (the test)
+
+One training step is a forward pass with padded source and target batches, the
+cross-entropy of the next target token (padding ignored), a backward pass and an
+Adam step. PyTorch's side is `nn.Transformer` between the same scaled embeddings,
+sinusoidal positions and tied output layer as ours, and ours copies its weights
+(`Encoder.from_torch`, `Decoder.from_torch`); the two are checked equal before
+timing. Throughput counts the real (non-padding) target tokens. A ratio above 1
+means ours is faster. The two are timed in alternation, several rounds, each
+keeping its fastest round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import benchmark
+
+from tinyformer import Decoder, Encoder, Transformer, mask_to_torch, padding_mask
+from tinyformer.positional import SinusoidalPositionalEncoding
+
+# name: (vocab, d_model, heads, layers, d_ff, batch, length)
+CONFIGS = {
+    "small": (1_000, 256, 4, 2, 1_024, 32, 48),
+    "base": (37_000, 512, 8, 6, 2_048, 128, 64),
+    "smoke": (50, 16, 2, 1, 32, 4, 8),
+}
+
+
+class TorchBaseline(nn.Module):
+    """nn.Transformer between scaled embeddings with positions and a tied output."""
+
+    def __init__(self, vocab, d_model, heads, layers, d_ff, device, dtype):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.d_model = d_model
+        self.src_embed = nn.Embedding(vocab, d_model, **factory)
+        self.tgt_embed = nn.Embedding(vocab, d_model, **factory)
+        self.positions = SinusoidalPositionalEncoding(d_model, dropout=0.1)
+        self.transformer = nn.Transformer(
+            d_model, heads, layers, layers, d_ff, dropout=0.1, batch_first=True, **factory
+        )
+        # Its nested-tensor path acts only in eval(), where the weights are checked
+        # equal, and warns that it is a prototype; training never takes it.
+        self.transformer.encoder.use_nested_tensor = False
+        self.output = nn.Linear(d_model, vocab, bias=False, **factory)
+        self.output.weight = self.tgt_embed.weight
+
+    def forward(self, src, tgt, src_key_mask, tgt_key_mask):
+        scale = math.sqrt(self.d_model)
+        n = tgt.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=tgt.device).triu(1)  # True = ignore
+        hidden = self.transformer(
+            self.positions(self.src_embed(src) * scale),
+            self.positions(self.tgt_embed(tgt) * scale),
+            tgt_mask=causal, tgt_is_causal=True,
+            src_key_padding_mask=mask_to_torch(src_key_mask),
+            tgt_key_padding_mask=mask_to_torch(tgt_key_mask),
+            memory_key_padding_mask=mask_to_torch(src_key_mask),
+        )
+        return self.output(hidden)
+
+
+def copy_of(baseline: TorchBaseline, vocab, heads) -> Transformer:
+    """Our Transformer with the baseline's weights, final norms included."""
+    d_model = baseline.d_model
+    transformer = baseline.transformer
+    weight = baseline.output.weight
+    ours = Transformer(vocab, vocab, d_model=d_model, n_heads=heads,
+                       n_encoder_layers=1, n_decoder_layers=1, d_ff=8,
+                       device=weight.device, dtype=weight.dtype)
+    ours.encoder = Encoder.from_torch(transformer.encoder)
+    ours.decoder = Decoder.from_torch(transformer.decoder)
+    with torch.no_grad():
+        ours.src_embed.weight.copy_(baseline.src_embed.weight)
+        ours.tgt_embed.weight.copy_(baseline.tgt_embed.weight)
+    return ours.train()
+
+
+def batch_of(vocab, batch, length, device, gen):
+    """Token ids with lengths from half to all of ``length``, and their masks."""
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=gen)
+    tokens = torch.randint(vocab, (batch, length + 1), generator=gen).to(device)
+    mask = padding_mask(lengths + 1, length + 1).to(device)
+    return tokens, mask
+
+
+def training_steps(config, device, dtype, autocast):
+    vocab, d_model, heads, layers, d_ff, batch, length = config
+    torch.manual_seed(0)
+    baseline = TorchBaseline(vocab, d_model, heads, layers, d_ff, device, dtype).train()
+    ours = copy_of(baseline, vocab, heads)
+    gen = torch.Generator().manual_seed(1)
+    src, src_key_mask = batch_of(vocab, batch, length, device, gen)
+    src, src_key_mask = src[:, :-1], src_key_mask[:, :-1]
+    tgt, tgt_key_mask = batch_of(vocab, batch, length, device, gen)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    in_mask, out_mask = tgt_key_mask[:, :-1], tgt_key_mask[:, 1:]
+    targets = torch.where(out_mask, tgt_out, -100)  # -100: ignored by the loss
+    real_tokens = int(out_mask.sum())
+
+    baseline.eval(), ours.eval()
+    with torch.no_grad():
+        expected = baseline(src, tgt_in, src_key_mask, in_mask)
+        got = ours(src, tgt_in, src_key_mask=src_key_mask, tgt_key_mask=in_mask)
+    # Padded query rows are garbage in both; compare the real ones.
+    difference = (expected - got)[in_mask].abs().max().item()
+    baseline.train(), ours.train()
+
+    def step_of(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+
+        def step() -> None:
+            with autocast():
+                logits = forward()
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    steps = {
+        "pytorch": step_of(baseline, lambda: baseline(src, tgt_in, src_key_mask, in_mask)),
+        "ours": step_of(ours, lambda: ours(src, tgt_in, src_key_mask=src_key_mask,
+                                           tgt_key_mask=in_mask)),
+    }
+    return steps, real_tokens, difference
+
+
+def fastest_round(step: Callable[[], None], min_time: float, device) -> float:
+    sync = "torch.cuda.synchronize()" if device.type == "cuda" else "pass"
+    timer = benchmark.Timer(stmt=f"step(); {sync}", globals={"step": step, "torch": torch})
+    return timer.blocked_autorange(min_run_time=min_time).median
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                        help="default: small on the CPU, base on CUDA")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                        help="default: bf16 autocast on CUDA, fp32 on the CPU")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds per round")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one quick round")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    name = "smoke" if args.smoke else args.config or ("base" if device.type == "cuda" else "small")
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    rounds, min_time = (1, 0.01) if args.smoke else (args.rounds, args.min_time)
+    steps, tokens, difference = training_steps(CONFIGS[name], device, torch.float32, autocast)
+    for step in steps.values():
+        step()  # warm-up
+    best = {key: float("inf") for key in steps}
+    for _ in range(rounds):  # alternate, so that both see the same machine
+        for key, step in steps.items():
+            best[key] = min(best[key], fastest_round(step, min_time, device))
+    per_second = {key: tokens / seconds for key, seconds in best.items()}
+    ratio = per_second["ours"] / per_second["pytorch"]
+    vocab, d_model, heads, layers, d_ff, batch, length = CONFIGS[name]
+    print(f"device {device}, {precision}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads")
+    print(f"config {name}: vocab {vocab}, d_model {d_model}, {heads} heads, {layers}+{layers} "
+          f"layers, d_ff {d_ff}, batch {batch}, length {length}, {tokens} target tokens")
+    print(f"largest logit difference before timing (real tokens, eval): {difference:.2e}")
+    print(f"{'':>8} {'ms/step':>9} {'tokens/s':>10}")
+    for key in steps:
+        print(f"{key:>8} {best[key] * 1e3:>9.1f} {per_second[key]:>10.0f}")
+    print(f"ours/pytorch throughput: {ratio:.2f}")
+    return {"ratio": ratio, "difference": difference, "tokens_per_second": per_second}
+
+
+if __name__ == "__main__":
+    main()
