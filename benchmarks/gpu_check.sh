@@ -6,8 +6,9 @@
 #   2. every chapter's twin under the gpu profile, saving the executed notebooks
 #      and every number a chapter glues into its prose,
 #   3. the attention benchmark in bfloat16, with our fast path under torch.compile,
-#      MultiHeadAttention beside nn.MultiheadAttention, and the per-call overhead
-#      at a tiny size.
+#      MultiHeadAttention beside nn.MultiheadAttention, the per-call overhead
+#      at a tiny size, and a training step of the paper's base Transformer beside
+#      nn.Transformer's (bf16 autocast).
 # Make the wheels first, here: bash benchmarks/gpu_wheels.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]     (logs and results go to OUT_DIR)
 set -uo pipefail
@@ -64,4 +65,6 @@ python3 benchmarks/multihead.py --device cuda --dtype bfloat16 2>&1 \
 echo "== per-call overhead at a tiny size (1, 1, 8, 16), float32"
 python3 benchmarks/attention.py --device cuda --lengths 8 --batch 1 --heads 1 \
   --head-dim 16 --min-time 0.5 2>&1 | tee "$out/overhead.log" || status=1
+echo "== training throughput, the paper's base model, bf16 autocast"
+python3 benchmarks/transformer.py --device cuda 2>&1 | tee "$out/transformer.log" || status=1
 exit $status
