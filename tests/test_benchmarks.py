@@ -51,3 +51,14 @@ def test_transformer_benchmark_checks_equality_then_reports_throughputs():
     assert result["difference"] < 1e-4  # the same weights give the same logits
     assert set(result["tokens_per_second"]) == {"pytorch", "ours"}
     assert math.isfinite(result["ratio"]) and result["ratio"] > 0
+
+
+def test_accuracy_report_is_round_off_in_both_precisions():
+    path = PATH.parent / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--cases", "4"])
+    assert len(results["float64"]) == 4
+    assert max(results["float64"].values()) < 1e-12
+    assert max(results["float32"].values()) < 1e-5
