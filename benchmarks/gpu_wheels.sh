@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl && mkdir -p .whl
 PIP=${PIP:-.venv/bin/python -m pip}
-wanted="jupytext nbclient nbformat ipykernel expecttest"
+wanted="jupytext nbclient nbformat ipykernel expecttest num2words"
 # Already on the machine (its image's package list): shadowing them gains nothing.
 present="torch numpy matplotlib pytest hypothesis pyyaml attrs packaging psutil
   markdown-it-py mdurl pygments typing-extensions sortedcontainers pluggy iniconfig
