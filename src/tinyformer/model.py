@@ -97,6 +97,14 @@ class Transformer(nn.Module):
             "layer_norm_eps": layer_norm_eps, "final_norm": norm_first, **factory,
         }
         self.d_model = d_model
+        # What rebuilds this model (a checkpoint stores it): plain numbers and strings.
+        self.config: dict[str, Any] = {
+            "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size,
+            "d_model": d_model, "n_heads": n_heads, "n_encoder_layers": n_encoder_layers,
+            "n_decoder_layers": n_decoder_layers, "d_ff": d_ff, "dropout": dropout,
+            "norm_first": norm_first, "activation": activation,
+            "share_embeddings": share_embeddings, "layer_norm_eps": layer_norm_eps,
+        }
         self.src_embed = nn.Embedding(src_vocab_size, d_model, **factory)
         self.tgt_embed = (
             self.src_embed if share_embeddings

@@ -1,0 +1,308 @@
+"""Training an encoder-decoder for translation (chapter 10).
+
+The paper's recipe, from PyTorch's own parts: Adam with betas (0.9, 0.98), the
+warm-up schedule through :class:`torch.optim.lr_scheduler.LambdaLR`,
+cross-entropy with ``label_smoothing`` over the real target tokens, gradient
+clipping, a tqdm progress bar; plus held-out exact match and checkpoints that
+load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+
+from ._checks import check_int, check_real
+from .data import TranslationData, Vocabulary, pad
+from .decoding import greedy_decode
+from .masks import padding_mask
+from .model import Transformer
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's generators (every device)."""
+    seed = check_int("seed", seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def paper_learning_rate(step: int, *, d_model: int, warmup: int) -> float:
+    """``d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)``, counting steps from 1:
+    a linear rise for ``warmup`` steps, then a decay like ``1/sqrt(step)``.
+
+    Example:
+        >>> rates = [paper_learning_rate(s, d_model=512, warmup=4000) for s in (1, 4000, 16000)]
+        >>> rates[1] == max(rates), round(rates[1] / rates[2], 6)
+        (True, 2.0)
+    """
+    step = max(check_int("step", step), 1)
+    return d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def make_optimizer(
+    model: torch.nn.Module, *, d_model: int, warmup: int, scale: float = 1.0
+) -> tuple[torch.optim.Adam, LambdaLR]:
+    """Adam (betas 0.9, 0.98, eps 1e-9) and the paper's schedule times ``scale``.
+
+    Example:
+        >>> model = torch.nn.Linear(4, 4)
+        >>> optimizer, schedule = make_optimizer(model, d_model=512, warmup=4000)
+        >>> optimizer.param_groups[0]["lr"] == paper_learning_rate(1, d_model=512, warmup=4000)
+        True
+    """
+    d_model = check_int("d_model", d_model, minimum=1)
+    warmup = check_int("warmup", warmup, minimum=1)
+    scale = check_real("scale", scale)
+    optimizer = torch.optim.Adam(model.parameters(), lr=scale, betas=(0.9, 0.98), eps=1e-9)
+    # LambdaLR multiplies the base rate (`scale`) by the factor of step + 1.
+    schedule = LambdaLR(
+        optimizer, lambda step: paper_learning_rate(step + 1, d_model=d_model, warmup=warmup)
+    )
+    return optimizer, schedule
+
+
+def translation_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The mean cross-entropy over the real target tokens; padding counts for nothing.
+
+    Shape:
+        - logits: ``(batch, n_tgt, vocab)``
+        - targets, mask: ``(batch, n_tgt)``; mask True on real tokens
+        - output: a scalar
+    """
+    if logits.shape[:-1] != targets.shape or mask.shape != targets.shape:
+        raise ValueError(
+            "logits must be (batch, n_tgt, vocab) and targets and mask (batch, n_tgt), got "
+            f"{tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(mask.shape)}"
+        )
+    ignored = torch.where(mask, targets, -100)  # cross_entropy skips -100
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), ignored.flatten(), label_smoothing=label_smoothing
+    )
+
+
+@dataclass
+class History:
+    """What training recorded: per step, and per evaluation."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    eval_step: list[int] = field(default_factory=list)
+    exact_match: list[float] = field(default_factory=list)
+
+
+def default_precision(device: torch.device) -> str:
+    """bf16 on a GPU that has it, else fp32."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _forever(data: TranslationData, batch_size: int, generator: torch.Generator) -> Iterator:
+    while True:
+        yield from data.batches(batch_size, shuffle=True, generator=generator)
+
+
+def train(
+    model: Transformer,
+    data: TranslationData,
+    *,
+    steps: int,
+    batch_size: int,
+    warmup: int = 4000,
+    lr_scale: float = 1.0,
+    label_smoothing: float = 0.1,
+    clip_norm: float | None = 1.0,
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule: LambdaLR | None = None,
+    precision: str | None = None,
+    eval_data: TranslationData | None = None,
+    eval_every: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` for ``steps`` steps on shuffled padded batches of ``data``.
+
+    Runs on the model's device. Each step: teacher-forced logits, the loss over
+    real target tokens with ``label_smoothing``, backward, gradient clipping to
+    ``clip_norm``, an Adam step, a schedule step. Pass ``optimizer`` and
+    ``schedule`` to continue a run (e.g. from a checkpoint); otherwise
+    :func:`make_optimizer` makes them. With ``eval_data``, held-out exact match is
+    measured every ``eval_every`` steps and at the end.
+
+    Returns:
+        The :class:`History` of the run.
+    """
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    device = next(model.parameters()).device
+    precision = precision or default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if optimizer is None:
+        optimizer, schedule = make_optimizer(
+            model, d_model=model.d_model, warmup=warmup, scale=lr_scale
+        )
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout
+    batches = _forever(data, batch_size, generator)
+    history = History()
+    start = time.perf_counter()
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    bar = tqdm(range(1, steps + 1), disable=not progress, desc="training", unit="step")
+    for step in bar:
+        model.train()
+        batch = next(batches).to(device)
+        with _autocast(device, precision):
+            logits = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
+                           tgt_key_mask=batch.tgt_key_mask)
+        loss = translation_loss(logits, batch.tgt_out, batch.tgt_key_mask,
+                                label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        history.step.append(step)
+        history.loss.append(loss.item())
+        history.lr.append(lr)
+        history.seconds.append(time.perf_counter() - start)
+        bar.set_postfix(loss=f"{history.loss[-1]:.3f}", lr=f"{lr:.2e}")
+        last = step == steps
+        if eval_data is not None and (last or (eval_every and step % eval_every == 0)):
+            history.eval_step.append(step)
+            history.exact_match.append(exact_match(model, eval_data))
+    bar.close()
+    return history
+
+
+def translate(
+    model: Transformer,
+    sentences: list[str],
+    src_vocab: Vocabulary,
+    tgt_vocab: Vocabulary,
+    *,
+    batch_size: int = 256,
+    max_len: int | None = None,
+) -> list[str]:
+    """Greedy translations of ``sentences``, in eval mode, on the model's device.
+
+    ``max_len`` defaults to twice the longest source plus ten tokens.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(sentences), batch_size):
+        chunk = [src_vocab.encode(s, bos=False) for s in sentences[start:start + batch_size]]
+        src = pad(chunk, src_vocab.pad_id).to(device)
+        mask = padding_mask(torch.tensor([len(c) for c in chunk]), src.shape[1]).to(device)
+        limit = max_len or 2 * src.shape[1] + 10
+        tokens = greedy_decode(model, src, max_len=limit, bos_id=tgt_vocab.bos_id,
+                               eos_id=tgt_vocab.eos_id, src_key_mask=mask)
+        out += [tgt_vocab.decode(row) for row in tokens.cpu()]
+    model.train(was_training)
+    return out
+
+
+def exact_match(model: Transformer, data: TranslationData, *, batch_size: int = 256) -> float:
+    """The share of ``data``'s pairs whose greedy translation is exactly the target."""
+    sources = [src for src, _ in data.pairs]
+    predictions = translate(model, sources, data.src_vocab, data.tgt_vocab,
+                            batch_size=batch_size)
+    targets = [data.tgt_vocab.decode(data.tgt_vocab.encode(t)) for _, t in data.pairs]
+    return sum(p == t for p, t in zip(predictions, targets, strict=True)) / max(len(targets), 1)
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: Transformer,
+    optimizer: torch.optim.Optimizer | None = None,
+    schedule: LambdaLR | None = None,
+    step: int = 0,
+    src_vocab: Vocabulary | None = None,
+    tgt_vocab: Vocabulary | None = None,
+) -> None:
+    """Write everything needed to rebuild and continue a run, atomically (a
+    temporary file, then a rename: a crash never leaves half a checkpoint)."""
+    state: dict[str, Any] = {
+        "config": dict(model.config),
+        "model": model.state_dict(),
+        "step": check_int("step", step),
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if schedule is not None:
+        state["schedule"] = schedule.state_dict()  # its lambda is not saved: rebuilt
+    for name, vocab in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
+        if vocab is not None:
+            state[name] = list(vocab.tokens[4:])
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    warmup: int = 4000,
+    lr_scale: float = 1.0,
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and rebuild what it holds.
+
+    Returns:
+        A dict with ``model`` (a :class:`~tinyformer.Transformer` on ``device``),
+        ``step``, and, when saved, ``optimizer`` and ``schedule`` (made by
+        :func:`make_optimizer` with ``warmup`` and ``lr_scale``, then restored),
+        ``src_vocab`` and ``tgt_vocab`` (:class:`~tinyformer.data.Vocabulary`).
+    """
+    state = torch.load(path, map_location=device, weights_only=True)
+    model = Transformer(**state["config"], device=device)
+    model.load_state_dict(state["model"])
+    loaded: dict[str, Any] = {"model": model, "step": state["step"]}
+    if "optimizer" in state:
+        optimizer, schedule = make_optimizer(
+            model, d_model=model.d_model, warmup=warmup, scale=lr_scale
+        )
+        optimizer.load_state_dict(state["optimizer"])
+        if "schedule" in state:
+            schedule.load_state_dict(state["schedule"])
+        loaded["optimizer"], loaded["schedule"] = optimizer, schedule
+    for name in ("src_vocab", "tgt_vocab"):
+        if name in state:
+            loaded[name] = Vocabulary(state[name])
+    return loaded

@@ -1,0 +1,133 @@
+"""Tests of tinyformer.training and tinyformer.decoding: the schedule, the loss
+over real tokens, a run that learns, checkpoints that resume exactly, greedy
+decoding."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tinyformer import Transformer
+from tinyformer.data import TranslationData, Vocabulary, number_pairs
+from tinyformer.decoding import greedy_decode
+from tinyformer.training import (
+    load_checkpoint,
+    make_optimizer,
+    paper_learning_rate,
+    save_checkpoint,
+    train,
+    translation_loss,
+)
+
+TINY = {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+        "d_ff": 32, "dropout": 0.0}
+
+
+def tiny_data(n=40):
+    pairs = number_pairs(range(n))
+    src_vocab = Vocabulary.build(s for s, _ in pairs)
+    tgt_vocab = Vocabulary.build(t for _, t in pairs)
+    return TranslationData(pairs, src_vocab, tgt_vocab)
+
+
+def tiny_model(data, seed=0):
+    torch.manual_seed(seed)
+    return Transformer(len(data.src_vocab), len(data.tgt_vocab), **TINY)
+
+
+def test_the_schedule_rises_for_warmup_steps_then_falls_like_one_over_sqrt_step():
+    rates = [paper_learning_rate(s, d_model=64, warmup=100) for s in range(1, 1001)]
+    assert max(rates) == rates[99]
+    assert all(a < b for a, b in itertools.pairwise(rates[:100]))  # rising
+    assert rates[399] == pytest.approx(rates[99] / 2)
+    model = torch.nn.Linear(2, 2)
+    optimizer, schedule = make_optimizer(model, d_model=64, warmup=100, scale=2.0)
+    seen = []
+    for _ in range(5):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert seen == pytest.approx([2.0 * r for r in rates[:5]])
+
+
+def test_the_loss_counts_real_tokens_only():
+    logits = torch.randn(2, 4, 7)
+    targets = torch.randint(7, (2, 4))
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    loss = translation_loss(logits, targets, mask)
+    junk = logits.clone()
+    junk[~mask] = 1e4 * torch.randn_like(junk[~mask])
+    assert loss == translation_loss(junk, targets, mask)
+    expected = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    torch.testing.assert_close(loss, expected)
+    smoothed = translation_loss(logits, targets, mask, label_smoothing=0.1)
+    assert smoothed != loss
+    with pytest.raises(ValueError, match="logits must be"):
+        translation_loss(logits[0], targets, mask)
+
+
+def test_a_short_run_learns_to_translate_its_training_numbers():
+    data = tiny_data(20)
+    model = tiny_model(data)
+    history = train(model, data, steps=150, batch_size=20, warmup=30, lr_scale=3.0,
+                    label_smoothing=0.0, eval_data=data, eval_every=75, progress=False)
+    assert history.loss[-1] < history.loss[0] / 4
+    assert history.eval_step == [75, 150]
+    assert history.exact_match[-1] >= 0.5
+    assert len(history.lr) == 150 and history.lr[29] == max(history.lr)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    data = tiny_data(64)  # eight batches of eight: one epoch covers the six steps
+    options = {"batch_size": 8, "warmup": 10, "progress": False}
+    straight = tiny_model(data)
+    train(straight, data, steps=6, seed=1, **options)
+
+    first = tiny_model(data)
+    optimizer, schedule = make_optimizer(first, d_model=16, warmup=10)
+    train(first, data, steps=3, seed=1, optimizer=optimizer, schedule=schedule, **options)
+    save_checkpoint(tmp_path / "run.pt", model=first, optimizer=optimizer, schedule=schedule,
+                    step=3, src_vocab=data.src_vocab, tgt_vocab=data.tgt_vocab)
+    loaded = load_checkpoint(tmp_path / "run.pt", warmup=10)
+    assert loaded["step"] == 3 and loaded["tgt_vocab"] == data.tgt_vocab
+    assert loaded["optimizer"].param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    resumed = loaded["model"]
+    for ours, theirs in zip(resumed.state_dict().values(), first.state_dict().values(),
+                            strict=True):
+        assert torch.equal(ours, theirs)
+    # The next three steps see the batches the straight run saw as its steps 4 to 6.
+    generator = torch.Generator().manual_seed(1)
+    batches = list(data.batches(8, generator=generator))
+    assert len(batches) >= 6
+    model, optimizer, schedule = resumed, loaded["optimizer"], loaded["schedule"]
+    for batch in batches[3:6]:
+        logits = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
+                       tgt_key_mask=batch.tgt_key_mask)
+        loss = translation_loss(logits, batch.tgt_out, batch.tgt_key_mask, label_smoothing=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    for ours, theirs in zip(model.parameters(), straight.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert not (tmp_path / "run.pt.tmp").exists()
+
+
+def test_greedy_decoding_stops_at_eos_and_matches_a_step_by_step_argmax():
+    data = tiny_data()
+    model = tiny_model(data).eval()
+    batch = next(data.batches(5, shuffle=False))
+    tokens = greedy_decode(model, batch.src, max_len=7, bos_id=1, eos_id=2,
+                           src_key_mask=batch.src_key_mask)
+    assert tokens.shape[0] == 5 and tokens.shape[1] <= 7
+    memory = model.encode(batch.src, src_key_mask=batch.src_key_mask)
+    prefix = torch.ones(5, 1, dtype=torch.long)
+    for t in range(tokens.shape[1]):  # each token is the argmax given the ones before
+        logits = model.decode(prefix, memory, src_key_mask=batch.src_key_mask)[:, -1]
+        done = (prefix[:, 1:] == 2).any(dim=1)
+        expected = torch.where(done, 2, logits.argmax(-1))
+        assert torch.equal(tokens[:, t], expected)
+        prefix = torch.cat([prefix, tokens[:, t:t + 1]], dim=1)
