@@ -46,7 +46,7 @@ class Transformer(nn.Module):
 
     The output layer is tied to the target embedding: ``logits = h E^T`` with
     the same matrix ``E`` that embeds target tokens. Every matrix starts
-    Xavier-uniform, as in the paper's reference code: with the tied table drawn
+    Xavier-uniform, as in the Annotated Transformer: with the tied table drawn
     from N(0, 1) instead, the logits start far too large and training stalls.
 
     Shape:
@@ -123,8 +123,15 @@ class Transformer(nn.Module):
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
 
-    def embed(self, tokens: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
-        """``table(tokens) * sqrt(d_model)`` plus the sinusoidal positions."""
+    def embed_source(self, src: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: ``E_src[src] * sqrt(d_model)`` plus the positions."""
+        return self._embed(src, self.src_embed, "src")
+
+    def embed_target(self, tgt: torch.Tensor) -> torch.Tensor:
+        """The decoder's input: ``E_tgt[tgt] * sqrt(d_model)`` plus the positions."""
+        return self._embed(tgt, self.tgt_embed, "tgt")
+
+    def _embed(self, tokens: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
         tokens = check_tensor(name, tokens)
         if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64):
             raise ValueError(
@@ -147,7 +154,7 @@ class Transformer(nn.Module):
         self, src: torch.Tensor, *, src_key_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The memory: the encoder's output for the source tokens."""
-        return self.encoder(self.embed(src, self.src_embed, "src"), key_mask=src_key_mask)
+        return self.encoder(self.embed_source(src), key_mask=src_key_mask)
 
     def decode(
         self,
@@ -159,7 +166,7 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """Logits for the token after each target token, reading ``memory``."""
         hidden = self.decoder(
-            self.embed(tgt, self.tgt_embed, "tgt"), memory,
+            self.embed_target(tgt), memory,
             key_mask=tgt_key_mask, memory_key_mask=src_key_mask,
         )
         return self.output(hidden)
