@@ -29,8 +29,10 @@ class MultiHeadAttention(nn.Module):
         n_heads: the number of heads; must divide ``d_model``.
         dropout: probability of dropping an attention weight, in ``train()`` only.
         bias: give the four projections a bias.
-        kdim: the width of the keys; defaults to ``d_model``.
-        vdim: the width of the values; defaults to ``d_model``.
+        kdim: the features of the ``key`` input, before ``k_proj`` (not the
+            projected width of a head's keys); defaults to ``d_model``.
+        vdim: the features of the ``value`` input, before ``v_proj``; defaults
+            to ``d_model``.
         device: where to make the parameters.
         dtype: the parameters' dtype.
 
