@@ -183,8 +183,9 @@ class EncoderLayer(nn.Module):
         """Copy a :class:`torch.nn.TransformerEncoderLayer` (``batch_first`` either
         way; ours is batch-first) into a layer that computes the same outputs.
 
-        PyTorch's fast path (``eval()``, no grad) returns zeros at padded
-        positions; ours computes them like any token. Compare real tokens.
+        Padded positions are computed like any token, by PyTorch's layer and by
+        ours; only :class:`torch.nn.TransformerEncoder`'s nested-tensor path
+        (``eval()``, no grad) returns zeros there. Compare real tokens.
 
         Example:
             >>> torch_layer = nn.TransformerEncoderLayer(16, 4, 64, batch_first=True)
