@@ -131,3 +131,42 @@ def test_greedy_decoding_stops_at_eos_and_matches_a_step_by_step_argmax():
         expected = torch.where(done, 2, logits.argmax(-1))
         assert torch.equal(tokens[:, t], expected)
         prefix = torch.cat([prefix, tokens[:, t:t + 1]], dim=1)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoding_with_a_cache_gives_the_logits_of_the_whole_prefix(norm_first):
+    torch.manual_seed(2)
+    model = Transformer(11, 13, d_model=16, n_heads=2, n_encoder_layers=2,
+                        n_decoder_layers=3, d_ff=32, dropout=0.0,
+                        norm_first=norm_first).double().eval()
+    src, tgt = torch.randint(11, (3, 6)), torch.randint(13, (3, 7))
+    src_key_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    memory = model.encode(src, src_key_mask=src_key_mask)
+    whole = model.decode(tgt, memory, src_key_mask=src_key_mask)
+    cache = model.new_cache()
+    pieces = [model.decode(tgt[:, :3], memory, src_key_mask=src_key_mask, cache=cache)]
+    for t in range(3, 7):  # then one token at a time
+        pieces.append(model.decode(tgt[:, t:t + 1], memory, src_key_mask=src_key_mask,
+                                   cache=cache))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole)
+    assert len(cache[0][0]) == 7 and len(cache[0][1]) == 6  # target keys; memory keys
+    calls = []  # the memory's keys are projected once, at the first call
+    hook = model.decoder.layers[0].cross_attn.k_proj.register_forward_hook(
+        lambda *_: calls.append(1))
+    cache = model.new_cache()
+    for t in range(7):
+        model.decode(tgt[:, t:t + 1], memory, src_key_mask=src_key_mask, cache=cache)
+    hook.remove()
+    assert len(calls) == 1
+
+
+def test_greedy_decoding_is_the_same_with_and_without_the_cache():
+    data = tiny_data()
+    model = tiny_model(data)
+    train(model, data, steps=40, batch_size=20, warmup=10, lr_scale=3.0, progress=False)
+    model.eval()
+    batch = next(data.batches(16, shuffle=False))
+    kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask}
+    cached = greedy_decode(model, batch.src, use_cache=True, **kwargs)
+    assert torch.equal(cached, greedy_decode(model, batch.src, use_cache=False, **kwargs))
+    assert (cached == 2).any(dim=1).float().mean() > 0  # some sequences stop

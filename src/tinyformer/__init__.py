@@ -8,7 +8,7 @@ from .attention import dot_product_attention
 from .layers import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 from .model import Transformer
-from .multihead import MultiHeadAttention
+from .multihead import KVCache, MultiHeadAttention
 from .positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -28,6 +28,7 @@ __all__ = [
     "Encoder",
     "EncoderLayer",
     "FeedForward",
+    "KVCache",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "RotaryEmbedding",

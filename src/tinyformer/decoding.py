@@ -22,6 +22,7 @@ def greedy_decode(
     bos_id: int,
     eos_id: int,
     src_key_mask: torch.Tensor | None = None,
+    use_cache: bool = True,
 ) -> torch.Tensor:
     """The most probable next token, step by step, for each source sequence.
 
@@ -34,6 +35,9 @@ def greedy_decode(
         bos_id: the token every target starts with.
         eos_id: the token that ends a target; after it a sequence repeats it.
         src_key_mask: True on the real source tokens.
+        use_cache: keep each decoder layer's keys and values (a KV cache), so a
+            step runs the decoder on the one new token instead of the whole
+            prefix. The tokens are the same either way.
 
     Shape:
         - src, src_key_mask: ``(batch, n_src)``
@@ -54,8 +58,10 @@ def greedy_decode(
     memory = model.encode(src, src_key_mask=src_key_mask)
     tokens = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+    cache = model.new_cache() if use_cache else None
     for _ in range(max_len):
-        logits = model.decode(tokens, memory, src_key_mask=src_key_mask)[:, -1]
+        new = tokens[:, -1:] if use_cache else tokens  # with a cache: the last token only
+        logits = model.decode(new, memory, src_key_mask=src_key_mask, cache=cache)[:, -1]
         next_token = torch.where(finished, eos_id, logits.argmax(dim=-1))
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         finished |= next_token == eos_id

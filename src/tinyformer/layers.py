@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_int, check_real, check_tensor
-from .multihead import MultiHeadAttention
+from .multihead import KVCache, MultiHeadAttention
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -268,14 +268,19 @@ class DecoderLayer(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         memory_key_mask: torch.Tensor | None = None,
+        cache: tuple[KVCache, KVCache] | None = None,
     ) -> torch.Tensor:
         """Decode the target ``y`` while reading ``memory``.
 
         Args:
             y: the target tokens; each sees only itself and the tokens before it.
             memory: the encoder's output, seen whole by every target token.
-            key_mask: True on the real target tokens.
+            key_mask: True on the real target tokens (all of them, cached ones
+                included, when decoding with a cache).
             memory_key_mask: True on the real source tokens.
+            cache: the self-attention's growing cache and the cross-attention's
+                static one (:meth:`new_cache`): ``y`` is then only the new tokens,
+                the last positions of the target so far.
         """
         _check_features("y", y, self.d_model)
         _check_features("memory", memory, self.d_model)
@@ -284,11 +289,15 @@ class DecoderLayer(nn.Module):
                 f"memory must have y's batch size {y.shape[0]}, got shape {tuple(memory.shape)}"
             )
 
+        own, memory_cache = (None, None) if cache is None else cache
+
         def attend(y: torch.Tensor) -> torch.Tensor:
-            return self.dropout1(self.self_attn(y, key_mask=key_mask, is_causal=True))
+            output = self.self_attn(y, key_mask=key_mask, is_causal=True, cache=own)
+            return self.dropout1(output)
 
         def read(y: torch.Tensor) -> torch.Tensor:
-            return self.dropout2(self.cross_attn(y, memory, key_mask=memory_key_mask))
+            output = self.cross_attn(y, memory, key_mask=memory_key_mask, cache=memory_cache)
+            return self.dropout2(output)
 
         def feed_forward(y: torch.Tensor) -> torch.Tensor:
             return self.dropout3(self.feed_forward(y))
@@ -300,6 +309,11 @@ class DecoderLayer(nn.Module):
         y = self.norm1(y + attend(y))
         y = self.norm2(y + read(y))
         return self.norm3(y + feed_forward(y))
+
+    @staticmethod
+    def new_cache() -> tuple[KVCache, KVCache]:
+        """An empty cache for decoding one token at a time."""
+        return KVCache(), KVCache(static=True)
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
@@ -438,11 +452,19 @@ class Decoder(nn.Module):
         *,
         key_mask: torch.Tensor | None = None,
         memory_key_mask: torch.Tensor | None = None,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
     ) -> torch.Tensor:
-        """Run ``y`` through every layer in turn, each reading ``memory``."""
-        for layer in self.layers:
-            y = layer(y, memory, key_mask=key_mask, memory_key_mask=memory_key_mask)
+        """Run ``y`` through every layer in turn, each reading ``memory``; with a
+        ``cache`` (:meth:`new_cache`), ``y`` is only the new target tokens."""
+        caches = [None] * len(self.layers) if cache is None else cache
+        for layer, layer_cache in zip(self.layers, caches, strict=True):
+            y = layer(y, memory, key_mask=key_mask, memory_key_mask=memory_key_mask,
+                      cache=layer_cache)
         return y if self.norm is None else self.norm(y)
+
+    def new_cache(self) -> list[tuple[KVCache, KVCache]]:
+        """An empty cache per layer, for decoding one token at a time."""
+        return [DecoderLayer.new_cache() for _ in self.layers]
 
     @classmethod
     def from_torch(cls, decoder: nn.TransformerDecoder) -> Decoder:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ._checks import check_int, check_tensor
 from .layers import Decoder, Encoder, _check_bool
+from .multihead import KVCache
 from .positional import SinusoidalPositionalEncoding
 
 
@@ -131,7 +132,9 @@ class Transformer(nn.Module):
         """The decoder's input: ``E_tgt[tgt] * sqrt(d_model)`` plus the positions."""
         return self._embed(tgt, self.tgt_embed, "tgt")
 
-    def _embed(self, tokens: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
+    def _embed(
+        self, tokens: torch.Tensor, table: nn.Embedding, name: str, *, offset: int = 0
+    ) -> torch.Tensor:
         tokens = check_tensor(name, tokens)
         if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64):
             raise ValueError(
@@ -148,7 +151,7 @@ class Transformer(nn.Module):
                 f"{name} must hold token ids in [0, {table.num_embeddings}), got ids "
                 f"from {tokens.min().item()} to {tokens.max().item()}"
             )
-        return self.positions(table(tokens) * math.sqrt(self.d_model))
+        return self.positions(table(tokens) * math.sqrt(self.d_model), offset=offset)
 
     def encode(
         self, src: torch.Tensor, *, src_key_mask: torch.Tensor | None = None
@@ -163,13 +166,25 @@ class Transformer(nn.Module):
         *,
         tgt_key_mask: torch.Tensor | None = None,
         src_key_mask: torch.Tensor | None = None,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
     ) -> torch.Tensor:
-        """Logits for the token after each target token, reading ``memory``."""
+        """Logits for the token after each target token, reading ``memory``.
+
+        With a ``cache`` (:meth:`new_cache`), ``tgt`` holds only the tokens not
+        yet decoded: their positions continue from the cached ones, each layer's
+        self-attention adds their keys and values to the cache, and the memory's
+        keys and values are projected once, at the first call.
+        """
+        offset = 0 if cache is None else len(cache[0][0])
         hidden = self.decoder(
-            self.embed_target(tgt), memory,
-            key_mask=tgt_key_mask, memory_key_mask=src_key_mask,
+            self._embed(tgt, self.tgt_embed, "tgt", offset=offset), memory,
+            key_mask=tgt_key_mask, memory_key_mask=src_key_mask, cache=cache,
         )
         return self.output(hidden)
+
+    def new_cache(self) -> list[tuple[KVCache, KVCache]]:
+        """An empty key-value cache for :meth:`decode`, one pair per decoder layer."""
+        return self.decoder.new_cache()
 
     def forward(
         self,

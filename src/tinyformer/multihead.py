@@ -21,6 +21,35 @@ from .attention import _check_mask, dot_product_attention
 from .masks import combine_masks
 
 
+class KVCache:
+    """One attention layer's projected keys and values, kept between steps.
+
+    Args:
+        static: the keys and values are computed once and reused (the memory of
+            cross-attention); otherwise each step appends its own (self-attention).
+
+    Shape:
+        - key, value: ``(batch, n_heads, n_cached, d_model // n_heads)``, or None
+    """
+
+    def __init__(self, *, static: bool = False) -> None:
+        self.static = static
+        self.key: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.key is None else self.key.shape[2]
+
+    def cached(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The cached keys and values, or None before the first step."""
+        if self.key is None or self.value is None:
+            return None
+        return self.key, self.value
+
+    def __repr__(self) -> str:
+        return f"KVCache(static={self.static}, cached={len(self)})"
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, equal to :class:`torch.nn.MultiheadAttention`.
 
@@ -103,6 +132,7 @@ class MultiHeadAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``query`` to ``key``/``value`` (to itself when they are omitted).
 
@@ -117,6 +147,12 @@ class MultiHeadAttention(nn.Module):
             is_causal: each query sees only keys up to its own position (aligned
                 bottom-right, see :func:`~tinyformer.dot_product_attention`).
             need_weights: also return each head's attention weights.
+            cache: keep projected keys and values between decoding steps. A
+                growing cache (self-attention) appends the keys and values of
+                ``key``/``value`` to the past ones, which the queries then see
+                too (with ``is_causal``, the queries are the last positions);
+                a static cache (cross-attention) projects the memory once and
+                reuses it. ``mask`` and ``key_mask`` then cover every key.
 
         Returns:
             The output ``(batch, n_q, d_model)``, or ``(output, weights)``.
@@ -124,6 +160,23 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         batch, n_q, n_k = self._check_inputs(query, key, value)
+        heads, d_head = self.n_heads, self.d_model // self.n_heads
+        # Split: (batch, n, d_model) -> (batch, n, heads, d_head)
+        #     -> (batch, heads, n, d_head).
+        # The transpose is what makes each head see its own slice of every token.
+        q = self.q_proj(query).view(batch, n_q, heads, d_head).transpose(1, 2)
+        past = None if cache is None else cache.cached()
+        if cache is not None and cache.static and past is not None:
+            k, v = past  # the memory's, projected at the first step
+        else:
+            k = self.k_proj(key).view(batch, n_k, heads, d_head).transpose(1, 2)
+            v = self.v_proj(value).view(batch, n_k, heads, d_head).transpose(1, 2)
+            if cache is not None:
+                if past is not None:  # the new tokens' keys join the past ones
+                    k = torch.cat([past[0], k], dim=2)
+                    v = torch.cat([past[1], v], dim=2)
+                cache.key, cache.value = k, v
+        n_k = k.shape[2]
         if mask is not None:  # checked here, so that errors name `mask`
             _check_mask(mask, query, (batch, self.n_heads, n_q, n_k))
         if key_mask is not None:
@@ -140,13 +193,6 @@ class MultiHeadAttention(nn.Module):
                     f"got {tuple(key_mask.shape)}"
                 )
             key_mask = key_mask[:, None, None, :]  # (batch, 1, 1, n_k)
-        heads, d_head = self.n_heads, self.d_model // self.n_heads
-        # Split: (batch, n, d_model) -> (batch, n, heads, d_head)
-        #     -> (batch, heads, n, d_head).
-        # The transpose is what makes each head see its own slice of every token.
-        q = self.q_proj(query).view(batch, n_q, heads, d_head).transpose(1, 2)
-        k = self.k_proj(key).view(batch, n_k, heads, d_head).transpose(1, 2)
-        v = self.v_proj(value).view(batch, n_k, heads, d_head).transpose(1, 2)
         result = dot_product_attention(
             q, k, v, combine_masks(mask, key_mask),
             dropout_p=self.dropout if self.training else 0.0,
