@@ -11,7 +11,7 @@ import torch
 
 from tinyformer import Transformer
 from tinyformer.data import TranslationData, Vocabulary, number_pairs
-from tinyformer.decoding import greedy_decode
+from tinyformer.decoding import beam_search, greedy_decode, sample
 from tinyformer.training import (
     load_checkpoint,
     make_optimizer,
@@ -170,3 +170,67 @@ def test_greedy_decoding_is_the_same_with_and_without_the_cache():
     cached = greedy_decode(model, batch.src, use_cache=True, **kwargs)
     assert torch.equal(cached, greedy_decode(model, batch.src, use_cache=False, **kwargs))
     assert (cached == 2).any(dim=1).float().mean() > 0  # some sequences stop
+
+
+def trained_tiny():
+    data = tiny_data()
+    model = tiny_model(data)
+    train(model, data, steps=40, batch_size=20, warmup=10, lr_scale=3.0, progress=False)
+    batch = next(data.batches(16, shuffle=False))
+    return model.eval(), batch
+
+
+def sequence_log_prob(model, batch, tokens, eos_id=2):
+    """log p(tokens | source) up to and including the first eos."""
+    tgt_in = torch.cat([torch.ones_like(tokens[:, :1]), tokens[:, :-1]], dim=1)
+    log_probs = model(batch.src, tgt_in, src_key_mask=batch.src_key_mask).log_softmax(-1)
+    picked = log_probs.gather(-1, tokens[..., None])[..., 0]
+    after_eos = (tokens == eos_id).cumsum(dim=1) - (tokens == eos_id).long() > 0
+    return picked.masked_fill(after_eos, 0.0).sum(dim=1)
+
+
+def test_beam_size_one_top_k_one_and_a_tiny_top_p_are_greedy():
+    model, batch = trained_tiny()
+    kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask}
+    greedy = greedy_decode(model, batch.src, **kwargs)
+    assert torch.equal(beam_search(model, batch.src, beam_size=1, **kwargs), greedy)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(sample(model, batch.src, top_k=1, generator=gen, **kwargs), greedy)
+    assert torch.equal(sample(model, batch.src, top_p=1e-9, generator=gen, **kwargs), greedy)
+
+
+def test_beam_search_finds_translations_at_least_as_probable_as_greedy_here():
+    # Not a theorem (greedy's prefix can be pruned by prefixes that end worse), but
+    # what a working beam search does on a small trained model; the cache changes
+    # nothing.
+    model, batch = trained_tiny()
+    kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask}
+    greedy = greedy_decode(model, batch.src, **kwargs)
+    beam = beam_search(model, batch.src, beam_size=4, length_penalty=0.0, **kwargs)
+    assert torch.equal(beam, beam_search(model, batch.src, beam_size=4, length_penalty=0.0,
+                                         use_cache=False, **kwargs))
+    n = max(beam.shape[1], greedy.shape[1])
+    pad_to = lambda t: torch.nn.functional.pad(t, (0, n - t.shape[1]), value=2)  # noqa: E731
+    beam_score = sequence_log_prob(model, batch, pad_to(beam))
+    greedy_score = sequence_log_prob(model, batch, pad_to(greedy))
+    finished = (greedy == 2).any(dim=1) & (beam == 2).any(dim=1)
+    assert finished.any()
+    assert (beam_score[finished] >= greedy_score[finished] - 1e-5).all()
+
+
+def test_a_seeded_sample_is_reproducible_and_temperature_matters():
+    model, batch = trained_tiny()
+    kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask}
+
+    def draw(seed, **options):
+        gen = torch.Generator().manual_seed(seed)
+        return sample(model, batch.src, generator=gen, **kwargs, **options)
+
+    assert torch.equal(draw(3), draw(3))
+    assert torch.equal(draw(3), draw(3, use_cache=False))
+    hot = [draw(seed, temperature=5.0) for seed in range(3)]
+    assert not all(torch.equal(hot[0], other) for other in hot[1:])
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        draw(0, temperature=0.0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        draw(0, top_p=1.5)

@@ -40,6 +40,11 @@ class KVCache:
     def __len__(self) -> int:
         return 0 if self.key is None else self.key.shape[2]
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the rows ``index`` of the batch (beam search moves prefixes)."""
+        if self.key is not None and self.value is not None:
+            self.key, self.value = self.key[index], self.value[index]
+
     def cached(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The cached keys and values, or None before the first step."""
         if self.key is None or self.value is None:
