@@ -5,6 +5,7 @@ PyTorch's own version.
 """
 
 from .attention import dot_product_attention
+from .decoding import beam_search, greedy_decode, sample
 from .layers import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 from .model import Transformer
@@ -36,9 +37,11 @@ __all__ = [
     "Transformer",
     "alibi_bias",
     "alibi_slopes",
+    "beam_search",
     "causal_mask",
     "combine_masks",
     "dot_product_attention",
+    "greedy_decode",
     "mask_from_torch",
     "mask_to_torch",
     "padding_mask",
@@ -46,5 +49,6 @@ __all__ = [
     "pick_device",
     "profile",
     "rotary_embedding",
+    "sample",
     "sinusoidal_encoding",
 ]
