@@ -521,3 +521,44 @@ def test_is_causal_is_not_pytorchs_top_left_when_keys_outnumber_queries():
 def test_is_causal_must_be_a_bool():
     with pytest.raises(TypeError, match="is_causal must be a bool, got int"):
         dot_product_attention(randn(3, 4), randn(3, 4), randn(3, 2), is_causal=1)
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_a_bias_is_added_to_the_scaled_scores_on_both_paths(return_weights):
+    torch.manual_seed(7)
+    query, key, value = randn(2, 3, 5, 4), randn(2, 3, 6, 4), randn(2, 3, 6, 2)
+    bias = randn(3, 5, 6)  # per head, as ALiBi's
+    mask = torch.rand(2, 1, 5, 6) > 0.3
+    mask[..., 0] = True
+    result = dot_product_attention(query, key, value, mask, bias=bias,
+                                   return_weights=return_weights)
+    output = result[0] if return_weights else result
+    scores = query @ key.transpose(-2, -1) / 2.0 + bias  # scale 1/sqrt(4)
+    expected = torch.where(mask, scores, float("-inf")).softmax(-1) @ value
+    torch.testing.assert_close(output, expected)
+    causal = dot_product_attention(query, key, value, bias=bias, is_causal=True,
+                                   return_weights=return_weights)
+    explicit = dot_product_attention(query, key, value, causal_mask(5, 6), bias=bias,
+                                     return_weights=return_weights)
+    torch.testing.assert_close(causal, explicit)
+
+
+def test_alibi_through_the_library_equals_the_scores_written_out():
+    from tinyformer import alibi_bias
+
+    torch.manual_seed(8)
+    query, key, value = randn(1, 4, 7, 8), randn(1, 4, 7, 8), randn(1, 4, 7, 8)
+    bias = alibi_bias(4, 7, dtype=torch.float64)
+    output = dot_product_attention(query, key, value, bias=bias, is_causal=True)
+    reference = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=torch.where(causal_mask(7), bias, float("-inf"))
+    )
+    torch.testing.assert_close(output, reference)
+
+
+def test_a_bad_bias_is_named():
+    query = randn(2, 5, 4)
+    with pytest.raises(TypeError, match="bias must be a floating-point tensor"):
+        dot_product_attention(query, query, query, bias=torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"bias must broadcast to \(..., n_q, n_k\)"):
+        dot_product_attention(query, query, query, bias=randn(4, 5))

@@ -96,3 +96,22 @@ def test_exports_with_a_dynamic_length_and_a_padding_mask():
     for length in (3, 11, 40):
         args = inputs(length, generator)
         torch.testing.assert_close(program.module()(*args), Attend()(*args))
+
+
+def test_a_position_bias_compiles_once_for_every_length():
+    from torch._dynamo.testing import CompileCounter
+
+    from tinyformer import alibi_bias
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+
+    def attend(x):
+        bias = alibi_bias(2, x.shape[-2], dtype=x.dtype, device=x.device)
+        return dot_product_attention(x, x, x, bias=bias, is_causal=True)
+
+    compiled = torch.compile(attend, backend=counter, fullgraph=True, dynamic=True)
+    for n in range(3, 15):
+        x = torch.randn(1, 2, n, 4)
+        torch.testing.assert_close(compiled(x), attend(x))
+    assert counter.frame_count <= 2

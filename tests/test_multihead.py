@@ -261,3 +261,20 @@ def test_bad_inputs_are_named():
         ours(x, memory, mask=torch.zeros(5, 7))
     with pytest.raises(ValueError, match=r"broadcast to .* \(2, 2, 5, 7\), got .*\(5, 6\)"):
         ours(x, memory, mask=torch.ones(5, 6, dtype=torch.bool))
+
+
+def test_a_bias_per_head_reaches_each_heads_scores():
+    from tinyformer import alibi_bias
+
+    torch.manual_seed(9)
+    ours = MultiHeadAttention(16, 4, dtype=F64)
+    x = torch.randn(2, 6, 16, dtype=F64)
+    bias = alibi_bias(4, 6, dtype=F64)
+    _, weights = ours(x, bias=bias, need_weights=True)
+    q = ours.q_proj(x).view(2, 6, 4, 4).transpose(1, 2)
+    k = ours.k_proj(x).view(2, 6, 4, 4).transpose(1, 2)
+    expected = (q @ k.transpose(-2, -1) / 2.0 + bias).softmax(-1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(ours(x, bias=bias), ours(x, bias=bias, need_weights=True)[0])
+    with pytest.raises(ValueError, match=r"bias must broadcast to .* \(2, 4, 6, 6\)"):
+        ours(x, bias=torch.zeros(3, 6, 6, dtype=F64))

@@ -623,3 +623,9 @@ def test_bad_arguments_are_named(call, error, message):
 def test_bad_module_inputs_are_named(module, x, error, message):
     with pytest.raises(error, match=message):
         module(x)
+
+
+def test_a_learned_table_is_made_on_the_device_and_dtype_asked():
+    table = LearnedPositionalEmbedding(16, 8, device="meta", dtype=torch.float64)
+    assert table.embedding.weight.device.type == "meta"
+    assert table.embedding.weight.dtype == torch.float64

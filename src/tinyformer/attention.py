@@ -31,6 +31,7 @@ def dot_product_attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     return_weights: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attend from each query to the keys and average their values.
 
@@ -59,6 +60,10 @@ def dot_product_attention(
         dropout_p: probability of zeroing each weight (the survivors are scaled
             by ``1 / (1 - dropout_p)``). Applied whenever it is positive: pass
             ``0.0`` at evaluation time.
+        bias: optional float tensor added to the scaled scores before the
+            softmax, broadcastable to ``(..., n_q, n_k)``: a position bias such
+            as ALiBi's (:func:`~tinyformer.alibi_bias`). Keep it finite; to
+            forbid a key use ``mask``.
         return_weights: also return the attention weights (slower: the full
             ``(n_q, n_k)`` matrix is built). In half precision the scores, the
             softmax and the product with the values are computed in float32, and
@@ -72,7 +77,7 @@ def dot_product_attention(
         - query: ``(..., n_q, d_k)``
         - key: ``(..., n_k, d_k)``
         - value: ``(..., n_k, d_v)``
-        - mask: broadcastable to ``(..., n_q, n_k)``
+        - mask, bias: broadcastable to ``(..., n_q, n_k)``
         - output: ``(..., n_q, d_v)``
         - weights: ``(..., n_q, n_k)``
 
@@ -93,6 +98,8 @@ def dot_product_attention(
     n_q, n_k, d_k = query.shape[-2], key.shape[-2], query.shape[-1]
     if mask is not None:
         _check_mask(mask, query, (*batch_shape, n_q, n_k))
+    if bias is not None:
+        _check_bias(bias, query, (*batch_shape, n_q, n_k))
     # Half precision computes the scores in float32 (as SDPA does inside).
     compute_dtype = torch.promote_types(query.dtype, torch.float32)
     scale = _check_scale(scale, d_k, compute_dtype)
@@ -104,7 +111,9 @@ def dot_product_attention(
 
     # SDPA's is_causal aligns top-left; ours aligns bottom-right. They agree when
     # n_q == n_k, and then SDPA's causal kernel needs no mask at all.
-    sdpa_causal = is_causal and mask is None and n_q == n_k and not return_weights
+    sdpa_causal = (
+        is_causal and mask is None and bias is None and n_q == n_k and not return_weights
+    )
     if is_causal and not sdpa_causal:
         causal = causal_mask(n_q, n_k, device=query.device)  # (n_q, n_k)
         mask = causal if mask is None else mask & causal
@@ -123,8 +132,15 @@ def dot_product_attention(
         mask = torch.where(has_key, mask, True)  # mask | ~has_key, in one step
 
     if not return_weights:
+        attn_mask = mask
+        if bias is not None:  # SDPA adds a float mask to the scaled scores
+            attn_mask = bias.to(query.dtype)
+            if attn_mask.dim() < 2:  # SDPA indexes the mask's last two dimensions
+                attn_mask = attn_mask.reshape((1,) * (2 - bias.dim()) + tuple(bias.shape))
+            if mask is not None:
+                attn_mask = torch.where(mask, attn_mask, float("-inf"))
         output = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale,
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
             is_causal=sdpa_causal,
         )
         return output if mask is None else torch.where(has_key, output, 0.0)
@@ -133,6 +149,8 @@ def dot_product_attention(
     # overflow in half precision where (scale * q) k^T does not.
     scaled_query = query.to(compute_dtype) * scale
     scores = scaled_query @ key.to(compute_dtype).transpose(-2, -1)  # (..., n_q, n_k)
+    if bias is not None:
+        scores = scores + bias.to(compute_dtype)
     if mask is not None:
         scores = torch.where(mask, scores, float("-inf"))
     weights = scores.softmax(dim=-1)  # (..., n_q, n_k), in float32 or wider
@@ -192,6 +210,22 @@ def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -
             f"{tuple(query.shape[:-2])}, {tuple(key.shape[:-2])} and {tuple(value.shape[:-2])}"
         )
     return batch_shape
+
+
+def _check_bias(bias: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:
+    """Check that ``bias`` is a floating tensor broadcastable to ``expected``."""
+    bias = check_tensor("bias", bias)
+    if not bias.is_floating_point():
+        raise TypeError(
+            f"bias must be a floating-point tensor added to the scores, got dtype "
+            f"{bias.dtype}; a bool tensor is a mask: pass it as mask"
+        )
+    if bias.device != query.device:
+        raise ValueError(f"bias must be on query's device {query.device}, got {bias.device}")
+    if broadcast_shape(bias.shape, expected) != expected:
+        raise ValueError(
+            f"bias must broadcast to (..., n_q, n_k) = {expected}, got shape {tuple(bias.shape)}"
+        )
 
 
 def _check_mask(mask: object, query: torch.Tensor, expected: tuple[int, ...]) -> None:

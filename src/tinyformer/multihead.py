@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ._checks import check_int, check_real, check_tensor
-from .attention import _check_mask, dot_product_attention
+from .attention import _check_bias, _check_mask, dot_product_attention
 from .masks import combine_masks
 
 
@@ -81,6 +81,7 @@ class MultiHeadAttention(nn.Module):
         - mask: broadcastable to ``(batch, n_heads, n_q, n_k)``, bool,
           **True = may attend**
         - key_mask: ``(batch, n_k)``, bool, **True = real token**
+        - bias: float, broadcastable to ``(batch, n_heads, n_q, n_k)``
         - output: ``(batch, n_q, d_model)``
         - weights: ``(batch, n_heads, n_q, n_k)``, one map per head
 
@@ -137,6 +138,7 @@ class MultiHeadAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        bias: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``query`` to ``key``/``value`` (to itself when they are omitted).
@@ -152,6 +154,9 @@ class MultiHeadAttention(nn.Module):
             is_causal: each query sees only keys up to its own position (aligned
                 bottom-right, see :func:`~tinyformer.dot_product_attention`).
             need_weights: also return each head's attention weights.
+            bias: float, added to each head's scaled scores, broadcastable to
+                ``(batch, n_heads, n_q, n_k)``: e.g. ALiBi's
+                ``tinyformer.alibi_bias(n_heads, n)``.
             cache: keep projected keys and values between decoding steps. A
                 growing cache (self-attention) appends the keys and values of
                 ``key``/``value`` to the past ones, which the queries then see
@@ -184,6 +189,8 @@ class MultiHeadAttention(nn.Module):
         n_k = k.shape[2]
         if mask is not None:  # checked here, so that errors name `mask`
             _check_mask(mask, query, (batch, self.n_heads, n_q, n_k))
+        if bias is not None:
+            _check_bias(bias, query, (batch, self.n_heads, n_q, n_k))
         if key_mask is not None:
             key_mask = check_tensor("key_mask", key_mask)
             if key_mask.dtype != torch.bool:
@@ -201,7 +208,7 @@ class MultiHeadAttention(nn.Module):
         result = dot_product_attention(
             q, k, v, combine_masks(mask, key_mask),
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal, return_weights=need_weights,
+            is_causal=is_causal, return_weights=need_weights, bias=bias,
         )
         output, weights = result if isinstance(result, tuple) else (result, None)
         # Merge: (batch, heads, n_q, d_head) -> (batch, n_q, heads, d_head)

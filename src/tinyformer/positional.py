@@ -157,6 +157,8 @@ class LearnedPositionalEmbedding(nn.Module):
         d_model: the number of features.
         dropout: probability of zeroing each element of the sum (active only in
             ``train()`` mode).
+        device: where to make the table.
+        dtype: the table's dtype.
 
     Shape:
         - x: ``(..., n, d_model)`` with ``n <= max_positions``, e.g. ``(batch, n, d_model)``
@@ -170,11 +172,21 @@ class LearnedPositionalEmbedding(nn.Module):
         True
     """
 
-    def __init__(self, max_positions: int, d_model: int, *, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_positions: int,
+        d_model: int,
+        *,
+        dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.max_positions = check_int("max_positions", max_positions, minimum=1)
         self.d_model = check_int("d_model", d_model, minimum=1)
-        self.embedding = nn.Embedding(self.max_positions, self.d_model)
+        self.embedding = nn.Embedding(
+            self.max_positions, self.d_model, device=device, dtype=dtype
+        )
         self.dropout = nn.Dropout(_check_dropout(dropout))
 
     def forward(self, x: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
@@ -376,11 +388,10 @@ def alibi_bias(
     and falls by ``slope_h`` per step.
 
     It is *added to the scores* before the softmax (no position is added to the
-    embeddings). :func:`tinyformer.dot_product_attention` takes a bool mask only,
-    so add it to the scores by hand, or give it to PyTorch's
-    ``scaled_dot_product_attention`` as its float ``attn_mask``, with ``-inf``
-    where the causal mask forbids: ``torch.where(causal_mask(n_q, n_k), bias,
-    float("-inf"))``.
+    embeddings): pass it as ``bias=`` to :func:`tinyformer.dot_product_attention`
+    or :class:`tinyformer.MultiHeadAttention`, beside any mask. (PyTorch's
+    ``scaled_dot_product_attention`` takes it as a float ``attn_mask``, with
+    ``-inf`` where a causal mask forbids.)
 
     Future keys: the paper's model is causal, and for the keys a query may see
     (``key_j <= pos_i``) this is its bias, ``-slope_h (pos_i - key_j)``. The future
