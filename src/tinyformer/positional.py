@@ -344,7 +344,7 @@ def alibi_slopes(
 
     For ``n`` heads, ``n`` a power of two, head ``h = 1 ... n`` gets
     ``2^(-8h/n)``: 8 heads get ``1/2, 1/4, ..., 1/256``. Otherwise, with ``c`` the
-    largest power of two below ``n``, the first ``c`` heads get the slopes for ``c``
+    largest power of two not above ``n``, the first ``c`` heads get the slopes for ``c``
     heads and the other ``n - c`` take every other slope for ``2c`` heads
     (``2^(-8h/(2c))``, ``h = 1, 3, 5, ...``): the rule of the paper's code.
 
