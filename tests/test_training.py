@@ -234,3 +234,11 @@ def test_a_seeded_sample_is_reproducible_and_temperature_matters():
         draw(0, temperature=0.0)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         draw(0, top_p=1.5)
+
+
+def test_the_history_keeps_each_steps_epoch_and_each_epochs_mean_loss():
+    data = tiny_data(40)
+    history = train(tiny_model(data), data, steps=5, batch_size=20, warmup=5, progress=False)
+    assert history.epoch == [0, 0, 1, 1, 2]
+    assert history.epoch_loss == pytest.approx([sum(history.loss[:2]) / 2,
+                                                sum(history.loss[2:4]) / 2])

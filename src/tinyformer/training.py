@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 from ._checks import check_int, check_real
-from .data import TranslationData, Vocabulary, pad
+from .data import Batch, TranslationData, Vocabulary, pad
 from .decoding import greedy_decode
 from .masks import padding_mask
 from .model import Transformer
@@ -102,12 +102,15 @@ def translation_loss(
 
 @dataclass
 class History:
-    """What training recorded: per step, and per evaluation."""
+    """What training recorded: per step, per epoch (a full pass over the data)
+    and per evaluation."""
 
     step: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    epoch: list[int] = field(default_factory=list)  # the epoch of each step, from 0
+    epoch_loss: list[float] = field(default_factory=list)  # mean loss of each full epoch
     eval_step: list[int] = field(default_factory=list)
     exact_match: list[float] = field(default_factory=list)
 
@@ -125,9 +128,15 @@ def _autocast(device: torch.device, precision: str) -> Any:
     return contextlib.nullcontext()
 
 
-def _forever(data: TranslationData, batch_size: int, generator: torch.Generator) -> Iterator:
+def _forever(
+    data: TranslationData, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[int, Batch]]:
+    """(epoch, batch) pairs, one shuffled pass after another."""
+    epoch = 0
     while True:
-        yield from data.batches(batch_size, shuffle=True, generator=generator)
+        for batch in data.batches(batch_size, shuffle=True, generator=generator):
+            yield epoch, batch
+        epoch += 1
 
 
 def train(
@@ -180,7 +189,11 @@ def train(
     bar = tqdm(range(1, steps + 1), disable=not progress, desc="training", unit="step")
     for step in bar:
         model.train()
-        batch = next(batches).to(device)
+        epoch, batch = next(batches)
+        batch = batch.to(device)
+        if history.epoch and epoch != history.epoch[-1]:  # an epoch ended: its mean
+            ended = [x for x, e in zip(history.loss, history.epoch, strict=True) if e == epoch - 1]
+            history.epoch_loss.append(sum(ended) / len(ended))
         with _autocast(device, precision):
             logits = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
                            tgt_key_mask=batch.tgt_key_mask)
@@ -198,6 +211,7 @@ def train(
         history.loss.append(loss.item())
         history.lr.append(lr)
         history.seconds.append(time.perf_counter() - start)
+        history.epoch.append(epoch)
         bar.set_postfix(loss=f"{history.loss[-1]:.3f}", lr=f"{lr:.2e}")
         last = step == steps
         if eval_data is not None and (last or (eval_every and step % eval_every == 0)):
