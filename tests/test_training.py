@@ -64,6 +64,9 @@ def test_the_loss_counts_real_tokens_only():
     torch.testing.assert_close(loss, expected)
     smoothed = translation_loss(logits, targets, mask, label_smoothing=0.1)
     assert smoothed != loss
+    wide = translation_loss(logits.double(), targets, mask)  # float64 stays float64
+    assert wide.dtype == torch.float64
+    assert translation_loss(logits.bfloat16(), targets, mask).dtype == torch.float32
     with pytest.raises(ValueError, match="logits must be"):
         translation_loss(logits[0], targets, mask)
 

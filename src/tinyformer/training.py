@@ -95,8 +95,10 @@ def translation_loss(
             f"{tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(mask.shape)}"
         )
     ignored = torch.where(mask, targets, -100)  # cross_entropy skips -100
+    if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 at least
+        logits = logits.float()
     return F.cross_entropy(
-        logits.flatten(0, 1).float(), ignored.flatten(), label_smoothing=label_smoothing
+        logits.flatten(0, 1), ignored.flatten(), label_smoothing=label_smoothing
     )
 
 
@@ -184,7 +186,10 @@ def train(
     batches = _forever(data, batch_size, generator)
     history = History()
     start = time.perf_counter()
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    if progress:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    else:  # the plain bar: tqdm.auto warns in a notebook without ipywidgets
+        from tqdm.std import tqdm  # type: ignore[import-untyped]
 
     bar = tqdm(range(1, steps + 1), disable=not progress, desc="training", unit="step")
     for step in bar:
