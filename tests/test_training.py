@@ -173,6 +173,10 @@ def test_greedy_decoding_is_the_same_with_and_without_the_cache():
     cached = greedy_decode(model, batch.src, use_cache=True, **kwargs)
     assert torch.equal(cached, greedy_decode(model, batch.src, use_cache=False, **kwargs))
     assert (cached == 2).any(dim=1).float().mean() > 0  # some sequences stop
+    after_eos = (cached == 2).long().cumsum(dim=1) > 0
+    assert (cached[after_eos] == 2).all()  # a finished sequence only repeats eos
+    if cached.shape[1] < 12:  # it stopped early: every sequence finished
+        assert after_eos[:, -1].all()
 
 
 def trained_tiny():
@@ -245,3 +249,29 @@ def test_the_history_keeps_each_steps_epoch_and_each_epochs_mean_loss():
     assert history.epoch == [0, 0, 1, 1, 2]
     assert history.epoch_loss == pytest.approx([sum(history.loss[:2]) / 2,
                                                 sum(history.loss[2:4]) / 2])
+
+
+class _Scripted:
+    """A stand-in model whose next token is scripted: row 0 says eos (2) at its
+    first step and 5 ever after; row 1 always says 5."""
+
+    def encode(self, src, src_key_mask=None):
+        return src.float()[..., None]
+
+    def new_cache(self):
+        return None
+
+    def decode(self, tgt, memory, src_key_mask=None, cache=None):
+        logits = torch.zeros(tgt.shape[0], tgt.shape[1], 7)
+        logits[..., 5] = 1.0
+        logits[0, :, 2] = 2.0 if tgt.shape[1] == 1 else 0.0
+        return logits
+
+
+def test_a_finished_sequence_only_repeats_eos():
+    src = torch.ones(2, 3, dtype=torch.long)
+    for decode in (greedy_decode, sample):
+        kwargs = {"top_k": 1} if decode is sample else {}
+        tokens = decode(_Scripted(), src, max_len=4, bos_id=1, eos_id=2, use_cache=False,
+                        **kwargs)
+        assert tokens.tolist() == [[2, 2, 2, 2], [5, 5, 5, 5]]

@@ -97,3 +97,11 @@ def broadcast_shape(*shapes: Sequence[Any]) -> tuple[Any, ...] | None:
             elif result[axis] != size:
                 return None
     return tuple(result)
+
+
+def check_dropout(name: str, p: object) -> float:
+    """Return ``p``, or raise unless it is a probability in [0, 1)."""
+    p = check_real(name, p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")
+    return p

@@ -9,6 +9,8 @@ With a KV cache each step runs the decoder on the one new token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._checks import check_int, check_real, check_tensor
@@ -54,6 +56,24 @@ def greedy_decode(
         >>> tokens.shape[0], tokens.shape[1] <= 6
         (3, True)
     """
+    return _decode(model, src, lambda logits: logits.argmax(dim=-1), max_len=max_len,
+                   bos_id=bos_id, eos_id=eos_id, src_key_mask=src_key_mask,
+                   use_cache=use_cache)
+
+
+def _decode(
+    model: Transformer,
+    src: torch.Tensor,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    src_key_mask: torch.Tensor | None,
+    use_cache: bool,
+) -> torch.Tensor:
+    """One token at a time, ``choose`` picking each from the last position's
+    logits ``(batch, vocab)``; a finished sequence repeats ``eos_id``."""
     src = check_tensor("src", src)
     max_len = check_int("max_len", max_len, minimum=1)
     bos_id, eos_id = check_int("bos_id", bos_id), check_int("eos_id", eos_id)
@@ -64,13 +84,12 @@ def greedy_decode(
     for _ in range(max_len):
         new = tokens[:, -1:] if use_cache else tokens  # with a cache: the last token only
         logits = model.decode(new, memory, src_key_mask=src_key_mask, cache=cache)[:, -1]
-        next_token = torch.where(finished, eos_id, logits.argmax(dim=-1))
+        next_token = torch.where(finished, eos_id, choose(logits))
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         finished |= next_token == eos_id
         if bool(finished.all()):
             break
     return tokens[:, 1:]
-
 
 def _keep_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """``logits`` with -inf outside the smallest set of tokens whose probability
@@ -122,9 +141,6 @@ def sample(
         >>> torch.equal(draw(), draw())
         True
     """
-    src = check_tensor("src", src)
-    max_len = check_int("max_len", max_len, minimum=1)
-    bos_id, eos_id = check_int("bos_id", bos_id), check_int("eos_id", eos_id)
     temperature = check_real("temperature", temperature)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -134,27 +150,18 @@ def sample(
         top_p = check_real("top_p", top_p)
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    memory = model.encode(src, src_key_mask=src_key_mask)
-    tokens = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
-    finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-    cache = model.new_cache() if use_cache else None
-    for _ in range(max_len):
-        new = tokens[:, -1:] if use_cache else tokens
-        logits = model.decode(new, memory, src_key_mask=src_key_mask, cache=cache)[:, -1]
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float() / temperature
         if top_k is not None and top_k < logits.shape[-1]:
             kth = logits.topk(top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if top_p is not None:
             logits = _keep_top_p(logits, top_p)
-        drawn = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
-        next_token = torch.where(finished, eos_id, drawn)
-        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-        finished |= next_token == eos_id
-        if bool(finished.all()):
-            break
-    return tokens[:, 1:]
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
+    return _decode(model, src, draw, max_len=max_len, bos_id=bos_id, eos_id=eos_id,
+                   src_key_mask=src_key_mask, use_cache=use_cache)
 
 def _length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
     """GNMT's ``((5 + length) / 6) ** alpha``: 1 at length 1, and no penalty at 0."""

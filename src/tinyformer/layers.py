@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_int, check_real, check_tensor
+from ._checks import check_dropout, check_int, check_real, check_tensor
 from .multihead import KVCache, MultiHeadAttention
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -77,7 +77,7 @@ class FeedForward(nn.Module):
         self.activation = _check_activation(activation)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias, **factory)
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(check_dropout("dropout", dropout))
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ class EncoderLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        dropout = _check_dropout(dropout)
+        dropout = check_dropout("dropout", dropout)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.d_model, self.norm_first = d_model, _check_bool("norm_first", norm_first)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias, **factory)
@@ -245,7 +245,7 @@ class DecoderLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        dropout = _check_dropout(dropout)
+        dropout = check_dropout("dropout", dropout)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.d_model, self.norm_first = d_model, _check_bool("norm_first", norm_first)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias, **factory)
@@ -379,12 +379,8 @@ class Encoder(nn.Module):
         **options: object,
     ) -> None:
         super().__init__()
-        n_layers = check_int("n_layers", n_layers, minimum=1)
-        self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, **options)  # type: ignore[arg-type]
-            for _ in range(n_layers)
-        )
-        self.norm = _final_norm(self.layers[0].norm1, final_norm)
+        self.layers, self.norm = _stack(EncoderLayer, d_model, n_heads, d_ff, n_layers,
+                                        final_norm, options)
 
     def forward(
         self,
@@ -438,12 +434,8 @@ class Decoder(nn.Module):
         **options: object,
     ) -> None:
         super().__init__()
-        n_layers = check_int("n_layers", n_layers, minimum=1)
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, d_ff, **options)  # type: ignore[arg-type]
-            for _ in range(n_layers)
-        )
-        self.norm = _final_norm(self.layers[0].norm1, final_norm)
+        self.layers, self.norm = _stack(DecoderLayer, d_model, n_heads, d_ff, n_layers,
+                                        final_norm, options)
 
     def forward(
         self,
@@ -484,6 +476,16 @@ def _copy_stack(cls: Any, stack: Any, layer_cls: Any) -> Any:
     copy_.layers = nn.ModuleList(layer_cls.from_torch(layer) for layer in stack.layers)
     copy_.norm = None if stack.norm is None else copy.deepcopy(stack.norm)
     return copy_.train(stack.training)
+
+
+def _stack(
+    layer_cls: Any, d_model: int, n_heads: int, d_ff: int, n_layers: int,
+    final_norm: bool, options: dict[str, Any],
+) -> tuple[nn.ModuleList, nn.LayerNorm | None]:
+    """``n_layers`` fresh layers of ``layer_cls`` and the stack's final norm."""
+    n_layers = check_int("n_layers", n_layers, minimum=1)
+    layers = nn.ModuleList(layer_cls(d_model, n_heads, d_ff, **options) for _ in range(n_layers))
+    return layers, _final_norm(layers[0].norm1, final_norm)
 
 
 def _final_norm(norm: Any, final_norm: bool) -> nn.LayerNorm | None:
@@ -552,13 +554,6 @@ def _check_activation(activation: object) -> str:
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     return activation
-
-
-def _check_dropout(p: object) -> float:
-    p = check_real("dropout", p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
-    return p
 
 
 def _check_eps(eps: object) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_int, check_real, check_tensor
+from ._checks import check_dropout, check_int, check_tensor
 from .attention import _check_bias, _check_mask, dot_product_attention
 from .masks import combine_masks
 
@@ -115,9 +115,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"n_heads must divide d_model, got d_model={d_model} and n_heads={n_heads}"
             )
-        dropout = check_real("dropout", dropout)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dropout = check_dropout("dropout", dropout)
         kdim = d_model if kdim is None else check_int("kdim", kdim, minimum=1)
         vdim = d_model if vdim is None else check_int("vdim", vdim, minimum=1)
         self.d_model, self.n_heads, self.dropout = d_model, n_heads, dropout

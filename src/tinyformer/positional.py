@@ -22,7 +22,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import broadcast_shape, check_floating, check_int, check_real, check_tensor
+from ._checks import (
+    broadcast_shape,
+    check_dropout,
+    check_floating,
+    check_int,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "LearnedPositionalEmbedding",
@@ -126,7 +133,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         self.d_model = _check_even("d_model", d_model)
         self.base = _check_base(base)
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(check_dropout("dropout", dropout))
 
     def forward(self, x: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """Add ``PE[offset : offset + n]`` to ``x`` (``offset``: the position of ``x``'s
@@ -187,7 +194,7 @@ class LearnedPositionalEmbedding(nn.Module):
         self.embedding = nn.Embedding(
             self.max_positions, self.d_model, device=device, dtype=dtype
         )
-        self.dropout = nn.Dropout(_check_dropout(dropout))
+        self.dropout = nn.Dropout(check_dropout("dropout", dropout))
 
     def forward(self, x: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """Add rows ``offset ... offset + n - 1`` of the table to ``x``."""
@@ -446,13 +453,6 @@ def _check_base(base: object) -> float:
     if base <= 0:
         raise ValueError(f"base must be positive, got {base}")
     return base
-
-
-def _check_dropout(p: object) -> float:
-    p = check_real("dropout", p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {p}")
-    return p
 
 
 def _check_dtype(dtype: object) -> torch.dtype:
