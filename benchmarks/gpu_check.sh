@@ -8,7 +8,7 @@
 #   3. the attention benchmark in bfloat16, with our fast path under torch.compile,
 #      MultiHeadAttention beside nn.MultiheadAttention, the per-call overhead
 #      at a tiny size, and a training step of the paper's base Transformer beside
-#      nn.Transformer's (bf16 autocast).
+#      nn.Transformer's (bf16 autocast), and chunked attention's peak memory.
 # Make the wheels first, here: bash benchmarks/gpu_wheels.sh
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]     (logs and results go to OUT_DIR)
 set -uo pipefail
@@ -67,4 +67,7 @@ python3 benchmarks/attention.py --device cuda --lengths 8 --batch 1 --heads 1 \
   --head-dim 16 --min-time 0.5 2>&1 | tee "$out/overhead.log" || status=1
 echo "== training throughput, the paper's base model, bf16 autocast"
 python3 benchmarks/transformer.py --device cuda 2>&1 | tee "$out/transformer.log" || status=1
+echo "== chunked attention's peak memory and time, one head, n = 65536, bf16"
+python3 benchmarks/efficient.py --device cuda --dtype bfloat16 --length 65536 \
+  --chunk-size 1024 2>&1 | tee "$out/efficient.log" || status=1
 exit $status

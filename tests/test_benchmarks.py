@@ -62,3 +62,17 @@ def test_accuracy_report_is_round_off_in_both_precisions():
     assert len(results["float64"]) == 4
     assert max(results["float64"].values()) < 1e-12
     assert max(results["float32"].values()) < 1e-5
+
+
+def test_efficient_benchmark_measures_every_case_in_its_own_process(capsys):
+    path = PATH.parent / "efficient.py"
+    spec = importlib.util.spec_from_file_location("efficient_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--smoke"])
+    assert len(rows) == 2 * 3  # forward or fwd+bwd, three implementations
+    assert all(math.isfinite(row["ms"]) and row["ms"] > 0 for row in rows)
+    assert all(row["peak_mb"] >= 0 for row in rows)
+    explicit = [row for row in rows if row["implementation"] == "explicit"]
+    assert all(row["peak_mb"] > 0 for row in explicit)  # the (n, n) weights are real
+    assert "bar: chunked forward peak" in capsys.readouterr().out

@@ -6,6 +6,15 @@ PyTorch's own version.
 
 from .attention import dot_product_attention
 from .decoding import beam_search, greedy_decode, sample
+from .efficient import (
+    chunked_attention,
+    low_rank_attention,
+    pooled_attention,
+    random_feature_attention,
+    random_features,
+    recurrent_attention,
+    sliding_window_attention,
+)
 from .layers import Decoder, DecoderLayer, Encoder, EncoderLayer, FeedForward
 from .masks import causal_mask, combine_masks, mask_from_torch, mask_to_torch, padding_mask
 from .model import Transformer
@@ -39,16 +48,23 @@ __all__ = [
     "alibi_slopes",
     "beam_search",
     "causal_mask",
+    "chunked_attention",
     "combine_masks",
     "dot_product_attention",
     "greedy_decode",
+    "low_rank_attention",
     "mask_from_torch",
     "mask_to_torch",
     "padding_mask",
     "per_profile",
     "pick_device",
+    "pooled_attention",
     "profile",
+    "random_feature_attention",
+    "random_features",
+    "recurrent_attention",
     "rotary_embedding",
     "sample",
     "sinusoidal_encoding",
+    "sliding_window_attention",
 ]
