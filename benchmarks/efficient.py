@@ -7,12 +7,13 @@ scaled_dot_product_attention, as ratios measured in one run.
     python benchmarks/efficient.py --smoke              # tiny: the test suite runs this
 
 Each case (implementation, forward or forward+backward) runs in a fresh Python
-process, so that one case's memory cannot be reused by the next. On the CPU the
-peak is the process's peak resident size during the call minus its size before
-(Linux's VmHWM, reset with /proc/self/clear_refs), with glibc's mmap threshold
-fixed (MALLOC_MMAP_THRESHOLD_=65536) so that large blocks go back to the system
-when freed: otherwise the allocator keeps them and the figure measures malloc,
-not the algorithm. On CUDA the peak is the caching allocator's. Bar: the forward
+process, so that one case's memory cannot be reused by the next, and
+``tinyformer.runtime.peak_memory`` measures it: on the CPU the peak resident size
+during the call above the size before (Linux's VmHWM), with glibc's mmap
+threshold fixed at 64 KiB (also set here as MALLOC_MMAP_THRESHOLD_=65536) so
+that large blocks go back to the system when freed: otherwise the allocator
+keeps them and the figure measures malloc, not the algorithm. On CUDA the peak
+is the caching allocator's. Bar: the forward
 peak of chunked attention at most 1/32 of the explicit formula's.
 """
 
@@ -24,7 +25,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,17 +52,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _read_status(field: str) -> int:
-    """A size in bytes from /proc/self/status (Linux), e.g. VmRSS or VmHWM."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
 def run_case(args: argparse.Namespace, implementation: str, mode: str) -> dict:
     """Run one case in this process; return its peak memory and best time."""
     from tinyformer import chunked_attention, dot_product_attention
+    from tinyformer.runtime import peak_memory
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     backward = mode == "fwd+bwd"
@@ -90,18 +83,7 @@ def run_case(args: argparse.Namespace, implementation: str, mode: str) -> dict:
     query, key, value = inputs(2 * args.chunk_size)
     call()
     query, key, value = inputs(args.length)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        call()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        before = _read_status("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # the peak starts again here
-        call()
-        peak = _read_status("VmHWM") - before
+    peak = peak_memory(call, device)[1]
     seconds = []
     for _ in range(args.repeats):
         if device.type == "cuda":

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tinyformer
+from tinyformer.runtime import peak_memory
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu", " GPU "])
@@ -42,3 +43,22 @@ def test_pick_device_prefers_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert tinyformer.pick_device() == torch.device("cpu")
+
+
+def test_peak_memory_sees_a_temporary_tensor_after_it_is_freed():
+    size = 64 * 2**20  # bytes: 64 MiB of float32
+
+    def make_and_free():
+        big = torch.ones(size // 4)
+        return float(big[0])
+
+    result, peak = peak_memory(make_and_free)
+    assert result == 1.0
+    assert 0.95 * size < peak < size + 16 * 2**20  # to a few pages
+    _, small = peak_memory(lambda: torch.ones(1024).sum())
+    assert small < 8 * 2**20  # the 64 MiB went back to the system
+
+
+def test_peak_memory_names_a_device_it_cannot_measure():
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        peak_memory(lambda: None, "meta")
