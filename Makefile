@@ -2,7 +2,12 @@
 # again when requirements.txt or pyproject.toml change).
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
-PYTHON ?= python3.11
+# The first Python 3.11 or newer on the PATH (3.11 first: requirements.txt pins
+# torch 2.13, built for 3.11 to 3.13); `make PYTHON=/path/to/python3` overrides.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.14 python3; do \
+	command -v $$p >/dev/null 2>&1 && \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && \
+	{ echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
@@ -12,7 +17,11 @@ QUIET_PIP := grep -v "^WARNING: Location '.*' is ignored" || true
 .PHONY: test book twins clean
 
 $(READY): requirements.txt pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -n "$(PYTHON)" && command -v $(PYTHON) >/dev/null || { \
+		echo "No Python 3.11 or newer found. Install one (Debian/Ubuntu:"; \
+		echo "sudo apt install python3 python3-venv; macOS: brew install python@3.12;"; \
+		echo "Windows: python.org), or point to it: make PYTHON=/path/to/python3"; exit 1; }
+	@echo "Using $(PYTHON) ($$($(PYTHON) --version))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned environment into $(VENV) ..."
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 | $(QUIET_PIP)
