@@ -196,6 +196,14 @@ def sequence_log_prob(model, batch, tokens, eos_id=2):
     return picked.masked_fill(after_eos, 0.0).sum(dim=1)
 
 
+def test_beam_search_is_the_same_with_and_without_the_cache():
+    model, batch = trained_tiny()
+    kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask,
+              "beam_size": 3}
+    cached = beam_search(model, batch.src, use_cache=True, **kwargs)
+    assert torch.equal(cached, beam_search(model, batch.src, use_cache=False, **kwargs))
+
+
 def test_beam_size_one_top_k_one_and_a_tiny_top_p_are_greedy():
     model, batch = trained_tiny()
     kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask}

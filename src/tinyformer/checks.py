@@ -234,6 +234,17 @@ def _match_bug(output: torch.Tensor, bugs: dict[str, tuple[Callable[..., Any], s
     return ""
 
 
+def _verdict(got: torch.Tensor, expected: torch.Tensor, given: str,
+             bugs: dict[str, tuple[Callable[..., Any], str]], *args: Any) -> None:
+    """Raise ``_Mismatch`` unless ``got`` is ``expected``: the shape, then the values
+    (naming the planted bug that gives ``got`` on ``args``, if one does)."""
+    if got.shape != expected.shape:
+        raise _Mismatch(f"for {given}, expected an output of shape {_shape(expected)}, "
+                        f"got {_shape(got)}")
+    if not _close(got, expected):
+        raise _Mismatch(_differ(got, expected, given, _match_bug(got, bugs, *args)))
+
+
 def _differ(got: torch.Tensor, expected: torch.Tensor, given: str, likely: str) -> str:
     difference = (got.to(F64) - expected.to(F64)).abs()
     worst = difference.max().item() if difference.numel() else 0.0
@@ -326,11 +337,7 @@ def check_attention(fn: Callable[..., Any] | None, *, seed: int = 0,
         expected = _first(dot_product_attention(*args))
         with torch.no_grad():
             got = _as_tensor(_first(fn(*args)), "fn")
-        if got.shape != expected.shape:
-            raise _Mismatch(f"for {given}, expected an output of shape "
-                            f"{_shape(expected)} (..., n_q, d_v), got {_shape(got)}")
-        if not _close(got, expected):
-            raise _Mismatch(_differ(got, expected, given, _match_bug(got, bugs, *args)))
+        _verdict(got, expected, given, bugs, *args)
 
     def shape() -> None:
         with torch.no_grad():
@@ -490,12 +497,7 @@ def check_multihead(cls_or_module: type[nn.Module] | nn.Module | None, *, d_mode
 
     def compare(given: str, *args: torch.Tensor) -> None:
         expected = _first(reference(*args))
-        got = call(*args)
-        if got.shape != expected.shape:
-            raise _Mismatch(f"for {given}, expected shape {_shape(expected)}, got "
-                            f"{_shape(got)}")
-        if not _close(got, expected):
-            raise _Mismatch(_differ(got, expected, given, _match_bug(got, bugs, *args)))
+        _verdict(call(*args), expected, given, bugs, *args)
 
     def batch_independent() -> None:
         other = x.clone()

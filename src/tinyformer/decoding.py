@@ -191,6 +191,12 @@ def beam_search(
     ``((5 + length) / 6) ** length_penalty`` (0 ranks by log-probability alone).
     With ``beam_size=1`` this is greedy decoding.
 
+    The penalty ranks the final beam only: during the search prefixes compete by
+    raw log-probability, and a finished prefix keeps its place in the beam (GNMT
+    and fairseq instead set finished hypotheses aside and compare them with the
+    penalty applied). So the beam, and the candidates, are the same for every
+    ``length_penalty``; only the choice among them changes.
+
     Args:
         model, src, max_len, bos_id, eos_id, src_key_mask, use_cache: as
             :func:`greedy_decode`'s.
@@ -240,9 +246,10 @@ def beam_search(
         lengths = lengths[rows] + (~finished[rows]).float()
         finished = finished[rows] | (next_token == eos_id)
         if cache is not None:
-            for own, memory_cache in cache:
+            # A source's beams share one memory, and `rows` stays within each
+            # source's beams, so only the self-attention caches need reordering.
+            for own, _memory_cache in cache:
                 own.reorder(rows)
-                memory_cache.reorder(rows)
         if bool(finished.all()):
             break
     ranked = scores / _length_penalty(lengths.view(batch, k), alpha)

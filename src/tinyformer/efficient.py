@@ -88,8 +88,7 @@ def chunked_attention(
         mask = mask.expand(*batch_shape, n_q, n_k)  # a view: no copy
     compute_dtype = torch.promote_types(query.dtype, torch.float32)
     scale = _check_scale(scale, query.shape[-1], compute_dtype)
-    if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    _check_bool("is_causal", is_causal)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     query = query.expand(*batch_shape, *query.shape[-2:])  # expand's backward sums
     key = key.expand(*batch_shape, *key.shape[-2:])
@@ -201,12 +200,30 @@ class _ChunkedAttention(torch.autograd.Function):
                 None, None, None, None)
 
 
-def _check_self_attention(name: str, query: torch.Tensor, key: torch.Tensor) -> None:
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _self_attention_inputs(
+    name: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.dtype]:
+    """Checked query, key and value with one key per query, broadcast to one batch
+    shape and in their compute dtype (float32 for half precision); the scale; and
+    the dtype to return."""
+    batch_shape = _check_inputs(query, key, value)
     if key.shape[-2] != query.shape[-2]:
         raise ValueError(
             f"{name} needs one key per query (self-attention, n_q == n_k), got "
             f"query of shape {tuple(query.shape)} and key of shape {tuple(key.shape)}"
         )
+    dtype = query.dtype
+    compute_dtype = torch.promote_types(dtype, torch.float32)
+    scale = _check_scale(scale, query.shape[-1], compute_dtype)
+    query, key, value = (x.expand(*batch_shape, *x.shape[-2:]).to(compute_dtype)
+                         for x in (query, key, value))
+    return query, key, value, scale, dtype
 
 
 def _in_blocks(x: torch.Tensor, block: int, n_blocks: int) -> torch.Tensor:
@@ -270,16 +287,11 @@ def sliding_window_attention(
         >>> sliding_window_attention(x, x, x, window=4).shape
         torch.Size([2, 100, 8])
     """
-    batch_shape = _check_inputs(query, key, value)
-    _check_self_attention("sliding_window_attention", query, key)
+    query, key, value, scale, dtype = _self_attention_inputs(
+        "sliding_window_attention", query, key, value, scale)
     window = check_int("window", window, minimum=0)
-    if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
-    dtype, n = query.dtype, query.shape[-2]
-    compute_dtype = torch.promote_types(dtype, torch.float32)
-    scale = _check_scale(scale, query.shape[-1], compute_dtype)
-    query, key, value = (x.expand(*batch_shape, *x.shape[-2:]).to(compute_dtype)
-                         for x in (query, key, value))
+    _check_bool("is_causal", is_causal)
+    n = query.shape[-2]
     block = max(1, min(window, n))
     n_blocks = -(-n // block)
     after = 0 if is_causal else window
@@ -327,14 +339,10 @@ def recurrent_attention(
         >>> recurrent_attention(x, x, x, segment_length=16).shape
         torch.Size([2, 100, 8])
     """
-    batch_shape = _check_inputs(query, key, value)
-    _check_self_attention("recurrent_attention", query, key)
+    query, key, value, scale, dtype = _self_attention_inputs(
+        "recurrent_attention", query, key, value, scale)
     segment = check_int("segment_length", segment_length, minimum=1)
-    dtype, n = query.dtype, query.shape[-2]
-    compute_dtype = torch.promote_types(dtype, torch.float32)
-    scale = _check_scale(scale, query.shape[-1], compute_dtype)
-    query, key, value = (x.expand(*batch_shape, *x.shape[-2:]).to(compute_dtype)
-                         for x in (query, key, value))
+    n = query.shape[-2]
     n_segments = -(-n // segment)
     current = [_in_blocks(x, segment, n_segments) for x in (key, value)]
     # The memory: the previous segment, detached (zeros before the first segment).
@@ -543,8 +551,7 @@ def random_feature_attention(
     if features.device != query.device:
         raise ValueError(f"features must be on query's device {query.device}, "
                          f"got {features.device}")
-    if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {type(is_causal).__name__}")
+    _check_bool("is_causal", is_causal)
     dtype = query.dtype
     compute_dtype = torch.promote_types(dtype, torch.float32)
     scale = _check_scale(scale, query.shape[-1], compute_dtype)
