@@ -34,9 +34,15 @@ test: $(READY)  ## lint, types, unit and property tests, notebooks under the smo
 	$(BIN)/pytest
 	TINYFORMER_PROFILE=smoke $(BIN)/pytest --nbval-lax --nbval-current-env notebooks/
 
-book: $(READY)  ## build the book, executing every chapter; any warning fails
+book: $(READY)  ## build the book, executing every changed chapter; any warning fails
+	@# The execution cache keys on a chapter's code only: a new library, environment
+	@# or profile makes every chapter run again.
+	@key=$$(cat src/tinyformer/*.py requirements.txt | sha256sum | cut -c1-16)-$${TINYFORMER_PROFILE:-auto}; \
+	if [ "$$(cat _build/.executed-with 2>/dev/null)" != "$$key" ]; then \
+		rm -rf _build/.jupyter_cache; mkdir -p _build; echo "$$key" > _build/.executed-with; fi
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 	$(BIN)/pytest -q tests/book_html.py  # what a reader sees: figures, math, Colab buttons
+	$(BIN)/pytest -q tests/book_browser.py  # every page in headless Chromium
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 twins: $(READY)  ## regenerate each chapter's Colab twin from its .md source

@@ -562,3 +562,17 @@ def test_a_bad_bias_is_named():
         dot_product_attention(query, query, query, bias=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"bias must broadcast to \(..., n_q, n_k\)"):
         dot_product_attention(query, query, query, bias=randn(4, 5))
+
+
+def test_three_dimensional_inputs_get_the_fused_kernel_and_linear_memory():
+    from tinyformer.runtime import peak_memory
+
+    n = 2048
+    query, key, value = (torch.randn(1, n, 64) for _ in range(3))
+    mask = torch.rand(1, n, n) > 0.1
+    for m in (None, mask):
+        torch.testing.assert_close(dot_product_attention(query, key, value, m),
+                                   dot_product_attention(query[:, None], key[:, None],
+                                                         value[:, None], m)[:, 0])
+    _, peak = peak_memory(lambda: dot_product_attention(query, key, value))
+    assert peak < n * n * 4 / 8  # the float32 (n, n) weights would take n * n * 4 bytes

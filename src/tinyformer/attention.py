@@ -139,10 +139,20 @@ def dot_product_attention(
                 attn_mask = attn_mask.reshape((1,) * (2 - bias.dim()) + tuple(bias.shape))
             if mask is not None:
                 attn_mask = torch.where(mask, attn_mask, float("-inf"))
+        # SDPA's fused CPU kernel takes 4-D inputs only: 3-D ones would fall back to
+        # its math path, which stores the (n_q, n_k) weights. A heads axis of one
+        # keeps the memory linear in the length.
+        three_d = query.dim() == 3 and key.dim() == 3 and value.dim() == 3
+        if three_d:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if attn_mask is not None and attn_mask.dim() == 3:
+                attn_mask = attn_mask.unsqueeze(1)
         output = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
             is_causal=sdpa_causal,
         )
+        if three_d:
+            output = output.squeeze(1)
         return output if mask is None else torch.where(has_key, output, 0.0)
 
     # The scale goes on the query before the product: (q k^T) * scale can

@@ -75,8 +75,9 @@ def peak_memory(call: Callable[[], T], device: torch.device | str = "cpu") -> tu
     the call (``VmHWM``, reset first through ``/proc/self/clear_refs``) above its
     resident size before. So that freed memory really leaves the process, the
     first call asks glibc (``mallopt``) to serve every block of 64 KiB or more
-    with its own mapping, returned to the system when freed: otherwise the
-    allocator keeps freed blocks and the figure measures malloc, not the call.
+    with its own mapping, returned to the system when freed, and trims what is
+    already free (``malloc_trim``): otherwise the allocator keeps freed blocks, the
+    call reuses them, and the figure measures malloc, not the call.
     The figure is rounded to memory pages. Elsewhere (macOS, Windows) it raises.
 
     Example:
@@ -94,29 +95,31 @@ def peak_memory(call: Callable[[], T], device: torch.device | str = "cpu") -> tu
         return result, torch.cuda.max_memory_allocated(device) - before
     if device.type != "cpu":
         raise ValueError(f"peak_memory measures cpu or cuda, got device {device}")
-    _return_freed_memory()
+    libc = _return_freed_memory()
     gc.collect()
+    libc.malloc_trim(0)  # memory freed before the threshold was set leaves too
     before = _status_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
     result = call()
     return result, max(_status_bytes("VmHWM") - before, 0)
 
 
-_MMAP_SET = False
+_LIBC: ctypes.CDLL | None = None
 
 
-def _return_freed_memory() -> None:
-    """Have glibc map (and unmap when freed) every block of 64 KiB or more."""
-    global _MMAP_SET
-    if _MMAP_SET:
-        return
+def _return_freed_memory() -> ctypes.CDLL:
+    """glibc, told to map (and unmap when freed) every block of 64 KiB or more."""
+    global _LIBC
+    if _LIBC is not None:
+        return _LIBC
     if sys.platform != "linux":
         raise RuntimeError("peak_memory on the CPU needs Linux (/proc/self/status)")
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameters, from malloc.h
     if not (libc.mallopt(m_mmap_threshold, 65536) and libc.mallopt(m_trim_threshold, 0)):
         raise RuntimeError("glibc's mallopt refused to set the mmap threshold")
-    _MMAP_SET = True
+    _LIBC = libc
+    return libc
 
 
 def _status_bytes(field: str) -> int:
