@@ -81,8 +81,13 @@ def translation_loss(
     mask: torch.Tensor,
     *,
     label_smoothing: float = 0.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """The mean cross-entropy over the real target tokens; padding counts for nothing.
+
+    ``reduction="sum"`` gives the sum over the real tokens instead: across several
+    processes, the global mean is the sum of the processes' sums divided by the
+    total number of real tokens, not the mean of their means.
 
     Shape:
         - logits: ``(batch, n_tgt, vocab)``
@@ -94,11 +99,14 @@ def translation_loss(
             "logits must be (batch, n_tgt, vocab) and targets and mask (batch, n_tgt), got "
             f"{tuple(logits.shape)}, {tuple(targets.shape)} and {tuple(mask.shape)}"
         )
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     ignored = torch.where(mask, targets, -100)  # cross_entropy skips -100
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 at least
         logits = logits.float()
     return F.cross_entropy(
-        logits.flatten(0, 1), ignored.flatten(), label_smoothing=label_smoothing
+        logits.flatten(0, 1), ignored.flatten(), label_smoothing=label_smoothing,
+        reduction=reduction,
     )
 
 

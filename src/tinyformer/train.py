@@ -1,0 +1,332 @@
+"""Train chapter 10's translator from the command line, in one process or in many.
+
+    python -m tinyformer.train --profile smoke
+    torchrun --nproc_per_node=2 -m tinyformer.train --profile cpu --checkpoint run.pt
+
+Under ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``) every
+process joins one group (NCCL on GPUs, Gloo on CPUs), draws the same global batch
+and trains on its own slice of it; ``DistributedDataParallel`` averages the
+gradients. The loss is the mean over the *global* batch's real target tokens:
+each process divides its sum by the token count summed over all processes (not
+its own count: the processes hold different numbers of tokens), so the gradients
+equal one process's on the whole batch. Only rank 0 shows progress, evaluates,
+prints and writes the checkpoint. The run ends with the line
+``held-out exact match: X.XX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .data import (
+    Batch,
+    TranslationData,
+    Vocabulary,
+    collate,
+    number_pairs,
+    read_parallel,
+    split_numbers,
+)
+from .model import Transformer
+from .training import (
+    exact_match,
+    make_optimizer,
+    save_checkpoint,
+    seed_everything,
+    translation_loss,
+)
+
+# Per profile: the model, the run and the data (chapter 10's sizes).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"d_model": 32, "layers": 1, "heads": 4, "dropout": 0.0, "steps": 100,
+              "batch_size": 64, "lr": 2.0, "warmup": 40, "n_train": 2_000, "n_test": 200},
+    "cpu": {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "steps": 1_800,
+            "batch_size": 128, "lr": 2.0, "warmup": 200, "n_train": 20_000, "n_test": 1_000},
+    "gpu": {"d_model": 128, "layers": 2, "heads": 4, "dropout": 0.1, "steps": 2_000,
+            "batch_size": 256, "lr": 2.0, "warmup": 400, "n_train": 50_000, "n_test": 5_000},
+}
+PRECISIONS = ("fp32", "bf16", "fp16")
+LABEL_SMOOTHING, CLIP_NORM = 0.1, 1.0
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, with each profile's defaults filled in where none is given."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyformer.train", description=__doc__.split("\n\n")[0],
+    )
+
+    def by_profile(name: str) -> str:
+        values = ", ".join(f"{p} {PROFILES[p][name]}" for p in PROFILES)
+        return f"(default by profile: {values})"
+
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="the sizes of chapter 10 (default: gpu with CUDA, else cpu)")
+    parser.add_argument("--d-model", type=int, help=f"model width {by_profile('d_model')}")
+    parser.add_argument("--layers", type=int,
+                        help=f"layers per stack {by_profile('layers')}")
+    parser.add_argument("--heads", type=int, help=f"attention heads {by_profile('heads')}")
+    parser.add_argument("--dropout", type=float, help=f"dropout {by_profile('dropout')}")
+    parser.add_argument("--steps", type=int,
+                        help=f"total training steps, resumed ones included "
+                             f"{by_profile('steps')}")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"the GLOBAL batch in sentence pairs, split across processes "
+                             f"{by_profile('batch_size')}")
+    parser.add_argument("--lr", type=float,
+                        help=f"the factor on the paper's schedule {by_profile('lr')}")
+    parser.add_argument("--warmup", type=int, help=f"warm-up steps {by_profile('warmup')}")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data, the model and the order (default 0)")
+    parser.add_argument("--precision", default=None,
+                        help="fp32, bf16 or fp16 (default: bf16 on a GPU that has it, "
+                             "else fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (default: off)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="write the model, optimizer, schedule, step and vocabularies "
+                             "here at the end (rank 0, atomically; default: none)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue the run saved in this checkpoint (default: none)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a parallel corpus, one 'source<TAB>target' pair per line, "
+                             "instead of chapter 10's numbers (a tenth is held out; default: "
+                             "the numbers)")
+    args = parser.parse_args(argv)
+    args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
+    for name, value in PROFILES[args.profile].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
+
+
+def check_args(args: argparse.Namespace, world_size: int, device: torch.device) -> None:
+    """Raise UsageError for options that cannot run here."""
+    for name in ("d_model", "layers", "heads", "steps", "batch_size", "warmup"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
+                             f"got {getattr(args, name)}")
+    if args.d_model % args.heads:
+        raise UsageError(f"--heads ({args.heads}) must divide --d-model ({args.d_model})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.batch_size < world_size or args.batch_size % world_size:
+        raise UsageError(
+            f"--batch-size is the global batch ({args.batch_size} sentence pairs): it must "
+            f"be a multiple of the {world_size} processes, each taking an equal slice")
+    args.precision = args.precision or (
+        "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
+    if args.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {args.precision!r}")
+    if args.precision == "fp16" and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
+    if (args.precision == "bf16" and device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()):
+        raise UsageError("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
+    for name in ("resume", "data"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise UsageError(f"--{name} {path}: no such file")
+
+
+def load_pairs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(training pairs, held-out pairs): chapter 10's numbers, or a corpus file."""
+    if args.data is not None:
+        try:
+            pairs = read_parallel(args.data)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise UsageError(f"--data {error}") from None
+        if len(pairs) < 2:
+            raise UsageError(f"--data {args.data}: at least two pairs are needed")
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(args.seed))
+        n_test = max(1, len(pairs) // 10)
+        shuffled = [pairs[i] for i in order.tolist()]
+        return shuffled[n_test:], shuffled[:n_test]
+    drawn, test_numbers = split_numbers(args.n_train, args.n_test, seed=args.seed)
+    taken = set(drawn) | set(test_numbers)
+    short = [x for x in range(1, 1_000) if x not in taken]  # chapter 10: all short ones
+    return number_pairs(drawn + short), number_pairs(test_numbers)
+
+
+def global_batches(data: TranslationData, batch_size: int, seed: int) -> Iterator[Batch]:
+    """Full global batches, one shuffled pass after another, the same in every
+    process (the last, incomplete batch of a pass is dropped)."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(data), generator=generator).tolist()
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            pairs = [data.encoded[i] for i in order[start:start + batch_size]]
+            yield collate(pairs, data.tgt_vocab.pad_id)
+
+
+def my_slice(batch: Batch, rank: int, world_size: int) -> Batch:
+    """This process's rows of the global batch (its padding is harmless: masked)."""
+    rows = batch.src.shape[0] // world_size
+    part = slice(rank * rows, (rank + 1) * rows)
+    return Batch(*(getattr(batch, name)[part] for name in batch.__dataclass_fields__))
+
+
+def setup_process_group() -> tuple[int, int, torch.device]:
+    """(rank, world size, device), joining torchrun's group when there is one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The sum of ``value`` over all processes (itself in one process)."""
+    if world_size > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.device) -> dict:
+    """Train, evaluate on rank 0, save; returns what rank 0 measured."""
+    check_args(args, world_size, device)
+    seed_everything(args.seed)
+    train_pairs, test_pairs = load_pairs(args)
+    src_vocab = Vocabulary.build(src for src, _ in train_pairs)
+    tgt_vocab = Vocabulary.build(tgt for _, tgt in train_pairs)
+    step = 0
+    resumed = _load_resume(args, device) if args.resume is not None else None
+    if resumed is not None:
+        if resumed["src_vocab"] != src_vocab or resumed["tgt_vocab"] != tgt_vocab:
+            raise UsageError(f"--resume {args.resume}: its vocabularies are not this data's "
+                             "(another --data, --seed or profile?)")
+        config = resumed["config"]
+    else:
+        config = {"src_vocab_size": len(src_vocab), "tgt_vocab_size": len(tgt_vocab),
+                  "d_model": args.d_model, "n_heads": args.heads,
+                  "n_encoder_layers": args.layers, "n_decoder_layers": args.layers,
+                  "d_ff": 4 * args.d_model, "dropout": args.dropout}
+    torch.manual_seed(args.seed)  # the same initial weights in every process
+    model = Transformer(**config, device=device)
+    optimizer, schedule = make_optimizer(model, d_model=model.d_model, warmup=args.warmup,
+                                         scale=args.lr)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        schedule.load_state_dict(resumed["schedule"])
+        step = resumed["step"]
+    trained: torch.nn.Module = model
+    if world_size > 1:
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(trained) if args.compile else trained
+    data = TranslationData(train_pairs, src_vocab, tgt_vocab)
+    batches = global_batches(data, args.batch_size, args.seed)
+    for _ in range(step):  # a resumed run sees the batches it has not seen yet
+        next(batches)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if args.precision == "bf16"
+                               else torch.float16)
+                if args.precision != "fp32" else nullcontext())
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    bar = tqdm(range(step + 1, args.steps + 1), disable=rank != 0, desc="training",
+               unit="step")
+    torch.manual_seed(args.seed + 1 + rank + step)  # dropout: its own stream per process
+    losses = []
+    for _ in bar:
+        trained.train()
+        batch = my_slice(next(batches), rank, world_size).to(device)
+        with autocast:
+            logits = forward(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
+                             tgt_key_mask=batch.tgt_key_mask)
+        token_sum = translation_loss(logits, batch.tgt_out, batch.tgt_key_mask,
+                                     label_smoothing=LABEL_SMOOTHING, reduction="sum")
+        tokens = all_reduce_sum(batch.tgt_key_mask.sum().to(torch.float64), world_size)
+        # DDP averages gradients over processes, so each process's share of the
+        # global mean is multiplied by the number of processes.
+        loss = token_sum * (world_size / tokens.to(token_sum.dtype))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        lr = optimizer.param_groups[0]["lr"]
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        mean_loss = all_reduce_sum(token_sum.detach().double(), world_size) / tokens
+        losses.append(mean_loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+    bar.close()
+    result: dict[str, Any] = {"losses": losses, "step": args.steps}
+    if rank == 0:
+        model.eval()
+        result["exact_match"] = exact_match(
+            model, TranslationData(test_pairs, src_vocab, tgt_vocab))
+        if args.checkpoint is not None:
+            save_checkpoint(args.checkpoint, model=model, optimizer=optimizer,
+                            schedule=schedule, step=args.steps, src_vocab=src_vocab,
+                            tgt_vocab=tgt_vocab)
+        print(f"held-out exact match: {result['exact_match']:.2f}")
+    if world_size > 1:
+        dist.barrier()  # the checkpoint is written before any process leaves
+    return result
+
+
+def _load_resume(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The saved run, checked to be one of ours."""
+    try:
+        state = torch.load(args.resume, map_location=device, weights_only=True)
+    except Exception as error:  # a foreign or damaged file: say so, no traceback
+        raise UsageError(f"--resume {args.resume}: not a tinyformer checkpoint "
+                         f"({type(error).__name__})") from None
+    needed = {"config", "model", "optimizer", "schedule", "step", "src_vocab", "tgt_vocab"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        raise UsageError(f"--resume {args.resume}: not a training checkpoint of "
+                         f"tinyformer.train (it needs {', '.join(sorted(needed))})")
+    state["src_vocab"] = Vocabulary(state["src_vocab"])
+    state["tgt_vocab"] = Vocabulary(state["tgt_vocab"])
+    return state
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; the exit status: 0, 2 for bad input, 130 on Ctrl-C."""
+    args = parse_args(argv)
+    status = 0
+    try:
+        rank, world_size, device = setup_process_group()
+        try:
+            run(args, rank, world_size, device)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

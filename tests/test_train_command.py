@@ -1,0 +1,123 @@
+"""Tests of `python -m tinyformer.train`: two processes under torchrun train exactly
+as one does, a resumed run as a straight one, and bad input gets one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tinyformer.train import PROFILES, main, parse_args
+
+# Tiny, deterministic runs: dropout 0, the same seed and global batch.
+TINY = ["--profile", "smoke", "--dropout", "0", "--batch-size", "16", "--seed", "3"]
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as done:
+        parse_args(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    for option in ("--profile", "--d-model", "--layers", "--heads", "--dropout", "--steps",
+                   "--batch-size", "--lr", "--warmup", "--seed", "--precision", "--compile",
+                   "--checkpoint", "--resume", "--data"):
+        assert option in text
+    assert "GLOBAL batch" in text and "smoke 64, cpu 128, gpu 256" in text
+    assert "default 0" in text and "(default: None)" not in text
+
+
+def test_profile_fills_only_what_was_not_given():
+    args = parse_args(["--profile", "cpu", "--steps", "7"])
+    assert args.steps == 7 and args.d_model == PROFILES["cpu"]["d_model"]
+
+
+def test_one_run_trains_and_ends_with_the_exact_match_line(tmp_path, capsys):
+    assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "one.pt")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("held-out exact match: ")
+    state = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert {"config", "model", "optimizer", "schedule", "step", "src_vocab",
+            "tgt_vocab"} <= set(state)
+    assert state["step"] == 5
+
+
+def test_two_processes_under_torchrun_train_as_one(tmp_path):
+    assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "one.pt")]) == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tinyformer.train", *TINY, "--steps", "5",
+         "--checkpoint", str(tmp_path / "two.pt")],
+        env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("held-out exact match:") == 1  # rank 0 only
+    one, two = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
+    for name, tensor in one.items():
+        if name.endswith("k_proj.bias"):
+            # Its true gradient is zero (a key bias shifts all of a query's scores
+            # alike): what reaches it is round-off, which the two runs round
+            # differently and Adam turns into steps of the full rate.
+            continue
+        torch.testing.assert_close(two[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def test_a_resumed_run_equals_a_straight_one(tmp_path):
+    assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "straight.pt")]) == 0
+    assert main([*TINY, "--steps", "3", "--checkpoint", str(tmp_path / "three.pt")]) == 0
+    assert main([*TINY, "--steps", "5", "--resume", str(tmp_path / "three.pt"),
+                 "--checkpoint", str(tmp_path / "resumed.pt")]) == 0
+    straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--precision", "fp64"], "--precision must be one of fp32, bf16, fp16"),
+    (["--precision", "fp16"], "fp16 needs a CUDA GPU"),
+    (["--heads", "5"], "--heads (5) must divide --d-model (32)"),
+    (["--resume", "missing.pt"], "--resume missing.pt: no such file"),
+    (["--data", "missing.tsv"], "--data missing.tsv: no such file"),
+])
+def test_bad_input_gets_one_line_and_exit_status_2(options, message, capsys):
+    if "fp16" in options and torch.cuda.is_available():
+        pytest.skip("fp16 runs on this machine's GPU")
+    assert main([*TINY, "--steps", "1", *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_global_batch_must_split_evenly_across_processes():
+    from tinyformer.train import UsageError, check_args
+
+    args = parse_args([*TINY, "--batch-size", "15"])
+    with pytest.raises(UsageError, match="multiple of the 2 processes"):
+        check_args(args, world_size=2, device=torch.device("cpu"))
+    args = parse_args([*TINY, "--batch-size", "1"])
+    with pytest.raises(UsageError, match="multiple of the 2 processes"):
+        check_args(args, world_size=2, device=torch.device("cpu"))
+
+
+def test_a_foreign_checkpoint_is_refused_by_name(tmp_path, capsys):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for name in ("foreign.pt", "text.pt"):
+        assert main([*TINY, "--steps", "1", "--resume", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: not a" in err and "Traceback" not in err
+
+
+def test_a_corpus_file_trains_and_a_malformed_line_is_named(tmp_path, capsys):
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("".join(f"w{i} w{i + 1}\tm{i} m{i + 1}\n" for i in range(40)))
+    assert main([*TINY, "--steps", "3", "--data", str(corpus)]) == 0
+    capsys.readouterr()
+    corpus.write_text("one\tun\ntwo deux\nthree\ttrois\n")
+    assert main([*TINY, "--steps", "1", "--data", str(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "Traceback" not in err
