@@ -196,6 +196,29 @@ def sequence_log_prob(model, batch, tokens, eos_id=2):
     return picked.masked_fill(after_eos, 0.0).sum(dim=1)
 
 
+def test_top_k_keeps_exactly_k_tokens_even_when_they_tie():
+    class Tied(torch.nn.Module):  # every step: five tokens tie for the top logit
+        d_model = 4
+
+        def encode(self, src, src_key_mask=None):
+            return torch.zeros(src.shape[0], 1, 4)
+
+        def new_cache(self):
+            return None
+
+        def decode(self, tgt, memory, src_key_mask=None, cache=None):
+            logits = torch.full((tgt.shape[0], tgt.shape[1], 8), -5.0)
+            logits[..., 3:8] = 1.0
+            return logits
+
+    src = torch.zeros(200, 1, dtype=torch.long)
+    kwargs = {"max_len": 1, "bos_id": 1, "eos_id": 2, "use_cache": False}
+    greedy = greedy_decode(Tied(), src, **kwargs)
+    assert torch.equal(sample(Tied(), src, top_k=1, **kwargs), greedy)
+    drawn = sample(Tied(), src, top_k=2, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert len(drawn.unique()) == 2  # two of the five tied tokens, not all five
+
+
 def test_beam_search_is_the_same_with_and_without_the_cache():
     model, batch = trained_tiny()
     kwargs = {"max_len": 12, "bos_id": 1, "eos_id": 2, "src_key_mask": batch.src_key_mask,

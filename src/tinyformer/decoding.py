@@ -123,7 +123,8 @@ def sample(
         model, src, max_len, bos_id, eos_id, src_key_mask, use_cache: as
             :func:`greedy_decode`'s.
         temperature: divides the logits: below 1 sharper, above 1 flatter.
-        top_k: draw only among the ``top_k`` most probable tokens (1 is greedy).
+        top_k: draw only among the ``top_k`` most probable tokens, exactly
+            ``top_k`` of them when some tie (1 is greedy).
         top_p: draw only among the most probable tokens whose probabilities sum
             to at least ``top_p`` (nucleus sampling).
         generator: the random generator, on ``src``'s device, for a reproducible
@@ -153,9 +154,13 @@ def sample(
 
     def draw(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float() / temperature
+        if top_k == 1:  # greedy, ties going to the first token as in argmax
+            return logits.argmax(dim=-1)
         if top_k is not None and top_k < logits.shape[-1]:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+            # exactly top_k tokens, even when several tie with the k-th
+            keep = logits.topk(top_k, dim=-1).indices
+            kept = logits.gather(-1, keep)
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, keep, kept)
         if top_p is not None:
             logits = _keep_top_p(logits, top_p)
         return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
