@@ -42,7 +42,7 @@ book: $(READY)  ## build the book, executing every changed chapter; any warning 
 		rm -rf _build/.jupyter_cache; mkdir -p _build; echo "$$key" > _build/.executed-with; fi
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 	$(BIN)/pytest -q tests/book_html.py  # what a reader sees: figures, math, Colab buttons
-	$(BIN)/pytest -q tests/book_browser.py  # every page in headless Chromium
+	$(BIN)/pytest -q -rs tests/book_browser.py  # every page in headless Chromium; -rs: why skipped
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 twins: $(READY)  ## regenerate each chapter's Colab twin from its .md source
