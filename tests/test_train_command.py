@@ -117,6 +117,8 @@ def test_a_corpus_file_trains_and_a_malformed_line_is_named(tmp_path, capsys):
     corpus.write_text("".join(f"w{i} w{i + 1}\tm{i} m{i + 1}\n" for i in range(40)))
     assert main([*TINY, "--steps", "3", "--data", str(corpus)]) == 0
     capsys.readouterr()
+    assert main([*TINY, "--steps", "1", "--data", str(corpus), "--batch-size", "64"]) == 2
+    assert "larger than the 36 training pairs" in capsys.readouterr().err  # not a hang
     corpus.write_text("one\tun\ntwo deux\nthree\ttrois\n")
     assert main([*TINY, "--steps", "1", "--data", str(corpus)]) == 2
     err = capsys.readouterr().err

@@ -306,3 +306,15 @@ def test_a_finished_sequence_only_repeats_eos():
         tokens = decode(_Scripted(), src, max_len=4, bos_id=1, eos_id=2, use_cache=False,
                         **kwargs)
         assert tokens.tolist() == [[2, 2, 2, 2], [5, 5, 5, 5]]
+
+
+def test_empty_data_and_a_batch_without_tokens_are_refused_not_hung_or_nan():
+    data = tiny_data()
+    empty = TranslationData([], data.src_vocab, data.tgt_vocab)
+    with pytest.raises(ValueError, match="at least one sentence pair"):
+        train(tiny_model(data), empty, steps=1, batch_size=2, progress=False)
+    targets = torch.zeros(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="no real target token"):
+        translation_loss(torch.zeros(1, 2, 5), targets, targets != 0)
+    total = translation_loss(torch.zeros(1, 2, 5), targets, targets != 0, reduction="sum")
+    assert total.item() == 0.0

@@ -64,7 +64,12 @@ F64 = torch.float64
 
 @dataclass
 class Case:
-    """One graded case: its name, whether it passed, what went wrong, its points."""
+    """One graded case: its name, whether it passed, what went wrong, its points.
+
+    Example:
+        >>> Case("output shape", passed=False, message="expected (2, 7), got (2, 6)")
+        Case(name='output shape', passed=False, message='expected (2, 7), got (2, 6)', points=1.0)
+    """
 
     name: str
     passed: bool
@@ -78,6 +83,16 @@ class Report:
 
     ``bool(report)`` is ``report.passed``. ``repr`` is plain and stable (otter
     compares printed output); in a notebook the report shows as a table.
+
+    Example:
+        >>> report = Report("check_demo", [Case("shape", True),
+        ...                                Case("values", False, "off by 0.5", points=3.0)])
+        >>> report
+        check_demo: 1/2 cases passed
+          ok   shape
+          FAIL values: off by 0.5
+        >>> bool(report), report.score(), report.score(out_of=100)
+        (False, 1.0, 25.0)
     """
 
     check: str
@@ -153,7 +168,16 @@ class Report:
 
 
 class CheckFailed(AssertionError):  # noqa: N818 (the name graders and the issue use)
-    """Raised by a check when a case fails; ``.report`` holds every case."""
+    """Raised by a check when a case fails; ``.report`` holds every case.
+
+    Example:
+        >>> report = Report("check_demo", [Case("values", False, "off by 0.5")])
+        >>> try:
+        ...     report.assert_passed()
+        ... except CheckFailed as failure:  # an AssertionError, as graders expect
+        ...     print(failure.report.failures()[0].name, isinstance(failure, AssertionError))
+        values True
+    """
 
     def __init__(self, report: Report) -> None:
         super().__init__(repr(report))
@@ -319,7 +343,18 @@ def check_attention(fn: Callable[..., Any] | None, *, seed: int = 0,
     Shape:
         ``seed=0``: query ``(2, 3, 4, 6)``, key ``(2, 3, 5, 6)``, value
         ``(2, 3, 5, 7)``, mask ``(2, 3, 4, 5)``: batch, heads, queries, keys, d_k
-        and d_v all differ. Another seed draws six other distinct sizes.
+        and d_v all differ. Another seed draws six other distinct sizes. The
+        output must be ``(2, 3, 4, 7)``, one row of width d_v per query.
+
+    Example:
+        >>> from tinyformer import dot_product_attention
+        >>> check_attention(dot_product_attention).passed
+        True
+        >>> def unscaled(query, key, value, mask=None):  # two bugs
+        ...     return (query @ key.transpose(-2, -1)).softmax(dim=-1) @ value
+        >>> report = check_attention(unscaled, raise_on_fail=False)
+        >>> report.passed, report.failures()[0].message.endswith("1/sqrt(d_k) scale")
+        (False, True)
     """
     name = "check_attention"
     if fn is None:
@@ -445,7 +480,13 @@ def check_multihead(cls_or_module: type[nn.Module] | nn.Module | None, *, d_mode
     dropout in ``eval()``.
 
     Shape:
-        query ``(2, 4, d_model)``, key and value ``(2, 5, d_model)``.
+        query ``(2, 4, d_model)``, key and value ``(2, 5, d_model)``; the output
+        must be ``(2, 4, d_model)``.
+
+    Example:
+        >>> from tinyformer import MultiHeadAttention
+        >>> check_multihead(MultiHeadAttention).passed  # a class: built as cls(12, 3)
+        True
     """
     name = "check_multihead"
     if cls_or_module is None:
@@ -555,7 +596,17 @@ def check_causal(fn_or_module: Callable[[torch.Tensor], Any] | None, *, d_model:
     named: no mask, a strict mask (j < i), a mask one ahead (j <= i + 1).
 
     Shape:
-        x ``(2, 5, d_model)``.
+        x ``(2, 5, d_model)``; the output must be ``(2, 5, ...)``, one row per
+        position.
+
+    Example:
+        >>> from tinyformer import dot_product_attention
+        >>> check_causal(lambda x: dot_product_attention(x, x, x, is_causal=True)).passed
+        True
+        >>> report = check_causal(lambda x: dot_product_attention(x, x, x),
+        ...                       raise_on_fail=False)
+        >>> report.passed, "no causal mask" in report.failures()[0].message
+        (False, True)
     """
     name = "check_causal"
     if fn_or_module is None:
@@ -658,6 +709,15 @@ def check_positional_encoding(fn: Callable[[int, int], Any] | None, *, seed: int
 
     Shape:
         ``fn(50, 16)`` and ``fn(7, 10)`` must return ``(50, 16)`` and ``(7, 10)``.
+
+    Example:
+        >>> from tinyformer import sinusoidal_encoding
+        >>> check_positional_encoding(sinusoidal_encoding).passed
+        True
+        >>> from_1 = planted_bugs("positional_encoding")["positions_from_1"]
+        >>> report = check_positional_encoding(from_1, raise_on_fail=False)
+        >>> report.passed, "positions counted from 1" in report.failures()[0].message
+        (False, True)
     """
     name = "check_positional_encoding"
     if fn is None:

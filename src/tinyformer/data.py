@@ -196,6 +196,11 @@ class Batch:
         - tgt_in, tgt_out, tgt_key_mask: ``(batch, n_tgt)``: the target from
           ``<bos>`` (the decoder's input) and shifted by one, to ``<eos>`` (what
           it must predict); True on real tokens
+
+    Example:
+        >>> batch = collate([([5, 6, 2], [1, 7, 2]), ([5, 2], [1, 7, 8, 2])])
+        >>> batch.src.shape, batch.tgt_in.shape, batch.n_target_tokens
+        (torch.Size([2, 3]), torch.Size([2, 3]), 5)
     """
 
     src: torch.Tensor
@@ -217,6 +222,9 @@ class Batch:
 def pad(sequences: Sequence[Sequence[int]], pad_id: int = Vocabulary.pad_id) -> torch.Tensor:
     """Right-pad lists of ids to the longest one: ``(batch, longest)``, int64.
 
+    Shape:
+        - output: ``(len(sequences), longest)``, int64, ``pad_id`` after each end
+
     Example:
         >>> pad([[1, 5, 2], [1, 2]])
         tensor([[1, 5, 2],
@@ -231,7 +239,22 @@ def collate(
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int = Vocabulary.pad_id
 ) -> Batch:
     """A :class:`Batch` from (source ids, target ids) pairs, each target from
-    ``<bos>`` to ``<eos>``; every sequence is padded to its batch's longest."""
+    ``<bos>`` to ``<eos>``; every sequence is padded to its batch's longest.
+
+    Shape:
+        - src, src_key_mask: ``(batch, n_src)``, ``n_src`` the longest source
+        - tgt_in, tgt_out, tgt_key_mask: ``(batch, n_tgt)``, ``n_tgt`` the
+          longest target less one
+
+    Example:
+        >>> batch = collate([([5, 6, 2], [1, 7, 2]), ([5, 2], [1, 7, 8, 2])])
+        >>> batch.tgt_in  # from <bos> (1); a shorter target's <eos> becomes <pad>
+        tensor([[1, 7, 0],
+                [1, 7, 8]])
+        >>> batch.tgt_out  # shifted by one, to <eos> (2)
+        tensor([[7, 2, 0],
+                [7, 8, 2]])
+    """
     if not pairs:
         raise ValueError("pairs must hold at least one pair")
     sources = [list(src) for src, _ in pairs]
@@ -257,6 +280,12 @@ class TranslationData:
     Args:
         pairs: (source sentence, target sentence) pairs.
         src_vocab, tgt_vocab: the vocabularies (build them from the training pairs).
+
+    Shape:
+        - each :class:`Batch` of :meth:`batches`: ``src``, ``src_key_mask``
+          ``(batch, n_src)`` and ``tgt_in``, ``tgt_out``, ``tgt_key_mask``
+          ``(batch, n_tgt)``, with ``batch = batch_size`` (the last may be
+          smaller) and each batch padded to its own longest sentences
 
     Example:
         >>> pairs = number_pairs(range(30))

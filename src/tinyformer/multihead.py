@@ -30,6 +30,14 @@ class KVCache:
 
     Shape:
         - key, value: ``(batch, n_heads, n_cached, d_model // n_heads)``, or None
+
+    Example:
+        >>> attention = MultiHeadAttention(d_model=8, n_heads=2)
+        >>> cache = KVCache()
+        >>> _ = attention(torch.randn(1, 3, 8), cache=cache)  # the prompt: 3 tokens
+        >>> _ = attention(torch.randn(1, 1, 8), cache=cache)  # then one new token
+        >>> cache, cache.key.shape
+        (KVCache(static=False, cached=4), torch.Size([1, 2, 4, 4]))
     """
 
     def __init__(self, *, static: bool = False) -> None:

@@ -61,11 +61,22 @@ LABEL_SMOOTHING, CLIP_NORM = 0.1, 1.0
 
 
 class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+    """Bad input from the command line: printed as one line, exit status 2.
+
+    Example:
+        >>> main(["--profile", "smoke", "--steps", "0"])  # stderr: --steps must be ...
+        2
+    """
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options, with each profile's defaults filled in where none is given."""
+    """The options, with each profile's defaults filled in where none is given.
+
+    Example:
+        >>> args = parse_args(["--profile", "smoke", "--steps", "3"])
+        >>> args.steps, args.d_model, args.batch_size  # given, then the profile's
+        (3, 32, 64)
+    """
     parser = argparse.ArgumentParser(
         prog="python -m tinyformer.train", description=__doc__.split("\n\n")[0],
     )
@@ -115,7 +126,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace, world_size: int, device: torch.device) -> None:
-    """Raise UsageError for options that cannot run here."""
+    """Raise UsageError for options that cannot run here.
+
+    Example:
+        >>> args = parse_args(["--profile", "smoke"])
+        >>> check_args(args, world_size=1, device=torch.device("cpu"))
+        >>> args.precision  # filled in for the device
+        'fp32'
+        >>> check_args(parse_args(["--heads", "3", "--d-model", "32"]), 1, torch.device("cpu"))
+        Traceback (most recent call last):
+            ...
+        tinyformer.train.UsageError: --heads (3) must divide --d-model (32)
+    """
     for name in ("d_model", "layers", "heads", "steps", "batch_size", "warmup"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
@@ -145,7 +167,18 @@ def check_args(args: argparse.Namespace, world_size: int, device: torch.device) 
 
 
 def load_pairs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(training pairs, held-out pairs): chapter 10's numbers, or a corpus file."""
+    """(training pairs, held-out pairs): chapter 10's numbers, or a corpus file.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name, "pairs.tsv")  # a corpus of 20 pairs
+        >>> _ = path.write_text("".join(f"{s}\\t{t}\\n" for s, t in number_pairs(range(20))))
+        >>> train_pairs, test_pairs = load_pairs(parse_args(["--data", str(path)]))
+        >>> len(train_pairs), len(test_pairs)  # a tenth is held out
+        (18, 2)
+        >>> folder.cleanup()
+    """
     if args.data is not None:
         try:
             pairs = read_parallel(args.data)
@@ -165,7 +198,21 @@ def load_pairs(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tu
 
 def global_batches(data: TranslationData, batch_size: int, seed: int) -> Iterator[Batch]:
     """Full global batches, one shuffled pass after another, the same in every
-    process (the last, incomplete batch of a pass is dropped)."""
+    process (the last, incomplete batch of a pass is dropped).
+
+    Shape:
+        - each :class:`~tinyformer.data.Batch`: ``src``, ``src_key_mask``
+          ``(batch_size, n_src)`` and ``tgt_in``, ``tgt_out``, ``tgt_key_mask``
+          ``(batch_size, n_tgt)``, padded to that batch's longest sentences
+
+    Example:
+        >>> pairs = number_pairs(range(10))
+        >>> data = TranslationData(pairs, Vocabulary.build(s for s, _ in pairs),
+        ...                        Vocabulary.build(t for _, t in pairs))
+        >>> batches = global_batches(data, batch_size=4, seed=0)
+        >>> [next(batches).src.shape[0] for _ in range(3)]  # 2 per pass of 10 pairs
+        [4, 4, 4]
+    """
     generator = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(data), generator=generator).tolist()
@@ -175,14 +222,31 @@ def global_batches(data: TranslationData, batch_size: int, seed: int) -> Iterato
 
 
 def my_slice(batch: Batch, rank: int, world_size: int) -> Batch:
-    """This process's rows of the global batch (its padding is harmless: masked)."""
+    """This process's rows of the global batch (its padding is harmless: masked).
+
+    Shape:
+        - batch: ``(batch, n_src)`` and ``(batch, n_tgt)`` fields
+        - output: the same fields, rows ``rank * rows`` to ``(rank + 1) * rows``
+          with ``rows = batch // world_size``: ``(rows, n_src)``, ``(rows, n_tgt)``
+
+    Example:
+        >>> batch = collate([([5, 2], [1, 7, 2])] * 4)  # 4 pairs
+        >>> my_slice(batch, rank=1, world_size=2).src.shape  # rows 2 and 3
+        torch.Size([2, 2])
+    """
     rows = batch.src.shape[0] // world_size
     part = slice(rank * rows, (rank + 1) * rows)
     return Batch(*(getattr(batch, name)[part] for name in batch.__dataclass_fields__))
 
 
 def setup_process_group() -> tuple[int, int, torch.device]:
-    """(rank, world size, device), joining torchrun's group when there is one."""
+    """(rank, world size, device), joining torchrun's group when there is one.
+
+    Example:
+        >>> rank, world_size, device = setup_process_group()  # not under torchrun
+        >>> rank, world_size
+        (0, 1)
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -198,7 +262,16 @@ def setup_process_group() -> tuple[int, int, torch.device]:
 
 
 def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
-    """The sum of ``value`` over all processes (itself in one process)."""
+    """The sum of ``value`` over all processes (itself in one process).
+
+    Shape:
+        - value: any shape, the same in every process
+        - output: the same shape as ``value``
+
+    Example:
+        >>> all_reduce_sum(torch.tensor([3.0, 4.0]), world_size=1)  # one process
+        tensor([3., 4.])
+    """
     if world_size > 1:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
@@ -206,7 +279,21 @@ def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.device) -> dict:
-    """Train, evaluate on rank 0, save; returns what rank 0 measured."""
+    """Train, evaluate on rank 0, save; returns what rank 0 measured.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name, "pairs.tsv")  # a corpus of 20 pairs
+        >>> _ = path.write_text("".join(f"{s}\\t{t}\\n" for s, t in number_pairs(range(20))))
+        >>> args = parse_args(["--profile", "smoke", "--steps", "2", "--batch-size", "4",
+        ...                    "--data", str(path)])
+        >>> result = run(args, 0, 1, torch.device("cpu"))  # doctest: +ELLIPSIS
+        held-out exact match: ...
+        >>> result["step"], len(result["losses"]), sorted(result)
+        (2, 2, ['exact_match', 'losses', 'step'])
+        >>> folder.cleanup()
+    """
     check_args(args, world_size, device)
     seed_everything(args.seed)
     train_pairs, test_pairs = load_pairs(args)
@@ -238,6 +325,9 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
         trained = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     forward = torch.compile(trained) if args.compile else trained
+    if len(train_pairs) < args.batch_size:  # not one full global batch: nothing to train on
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the "
+                         f"{len(train_pairs)} training pairs")
     data = TranslationData(train_pairs, src_vocab, tgt_vocab)
     batches = global_batches(data, args.batch_size, args.seed)
     for _ in range(step):  # a resumed run sees the batches it has not seen yet
@@ -308,7 +398,19 @@ def _load_resume(args: argparse.Namespace, device: torch.device) -> dict[str, An
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; the exit status: 0, 2 for bad input, 130 on Ctrl-C."""
+    """Run the command; the exit status: 0, 2 for bad input, 130 on Ctrl-C.
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name, "pairs.tsv")  # a corpus of 20 pairs
+        >>> _ = path.write_text("".join(f"{s}\\t{t}\\n" for s, t in number_pairs(range(20))))
+        >>> main(["--profile", "smoke", "--steps", "2", "--batch-size", "4",
+        ...       "--data", str(path)])  # doctest: +ELLIPSIS
+        held-out exact match: ...
+        0
+        >>> folder.cleanup()
+    """
     args = parse_args(argv)
     status = 0
     try:

@@ -33,7 +33,15 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and PyTorch's generators (every device)."""
+    """Seed Python's, NumPy's and PyTorch's generators (every device).
+
+    Example:
+        >>> seed_everything(0)
+        >>> first = (random.random(), np.random.rand(), torch.rand(1).item())
+        >>> seed_everything(0)
+        >>> first == (random.random(), np.random.rand(), torch.rand(1).item())
+        True
+    """
     seed = check_int("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -93,6 +101,13 @@ def translation_loss(
         - logits: ``(batch, n_tgt, vocab)``
         - targets, mask: ``(batch, n_tgt)``; mask True on real tokens
         - output: a scalar
+
+    Example:
+        >>> logits = torch.zeros(2, 3, 5)  # every token equally likely: loss log 5
+        >>> targets = torch.tensor([[4, 2, 0], [3, 0, 0]])  # 0 is <pad>
+        >>> loss = translation_loss(logits, targets, targets != 0)
+        >>> loss.shape, torch.isclose(loss, torch.tensor(5.0).log()).item()
+        (torch.Size([]), True)
     """
     if logits.shape[:-1] != targets.shape or mask.shape != targets.shape:
         raise ValueError(
@@ -101,6 +116,8 @@ def translation_loss(
         )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction == "mean" and not bool(mask.any()):  # a mean over no token is NaN
+        raise ValueError("mask has no real target token: the mean loss is undefined")
     ignored = torch.where(mask, targets, -100)  # cross_entropy skips -100
     if logits.dtype in (torch.float16, torch.bfloat16):  # the loss in float32 at least
         logits = logits.float()
@@ -113,7 +130,13 @@ def translation_loss(
 @dataclass
 class History:
     """What training recorded: per step, per epoch (a full pass over the data)
-    and per evaluation."""
+    and per evaluation.
+
+    Example:
+        >>> history = History(step=[1, 2], loss=[3.5, 3.25])
+        >>> history.step[-1], history.loss[-1], history.exact_match
+        (2, 3.25, [])
+    """
 
     step: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -126,7 +149,12 @@ class History:
 
 
 def default_precision(device: torch.device) -> str:
-    """bf16 on a GPU that has it, else fp32."""
+    """bf16 on a GPU that has it, else fp32.
+
+    Example:
+        >>> default_precision(torch.device("cpu"))
+        'fp32'
+    """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
@@ -178,9 +206,28 @@ def train(
 
     Returns:
         The :class:`History` of the run.
+
+    Shape:
+        - each batch: ``src`` ``(batch_size, n_src)``, ``tgt_in``, ``tgt_out``
+          ``(batch_size, n_tgt)`` (the last of a pass may have fewer rows)
+        - the model's logits: ``(batch_size, n_tgt, tgt_vocab_size)``
+
+    Example:
+        >>> from tinyformer.data import number_pairs
+        >>> pairs = number_pairs(range(20))
+        >>> src_vocab = Vocabulary.build(s for s, _ in pairs)
+        >>> tgt_vocab = Vocabulary.build(t for _, t in pairs)
+        >>> data = TranslationData(pairs, src_vocab, tgt_vocab)
+        >>> model = Transformer(len(src_vocab), len(tgt_vocab), d_model=16, n_heads=2,
+        ...                     n_encoder_layers=1, n_decoder_layers=1, d_ff=32)
+        >>> history = train(model, data, steps=2, batch_size=8, warmup=10, progress=False)
+        >>> history.step, len(history.loss), history.epoch
+        ([1, 2], 2, [0, 0])
     """
     steps = check_int("steps", steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    if len(data) == 0:  # else the endless stream of batches would wait forever
+        raise ValueError("data must hold at least one sentence pair, got none")
     device = next(model.parameters()).device
     precision = precision or default_precision(device)
     if precision not in PRECISIONS:
@@ -246,6 +293,14 @@ def translate(
     """Greedy translations of ``sentences``, in eval mode, on the model's device.
 
     ``max_len`` defaults to twice the longest source plus ten tokens.
+
+    Example:
+        >>> src_vocab, tgt_vocab = Vocabulary(["one", "two"]), Vocabulary(["un", "deux"])
+        >>> model = Transformer(len(src_vocab), len(tgt_vocab), d_model=8, n_heads=2,
+        ...                     n_encoder_layers=1, n_decoder_layers=1, d_ff=16)
+        >>> out = translate(model, ["one", "two one"], src_vocab, tgt_vocab, max_len=5)
+        >>> len(out), all(isinstance(sentence, str) for sentence in out)
+        (2, True)
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -264,7 +319,17 @@ def translate(
 
 
 def exact_match(model: Transformer, data: TranslationData, *, batch_size: int = 256) -> float:
-    """The share of ``data``'s pairs whose greedy translation is exactly the target."""
+    """The share of ``data``'s pairs whose greedy translation is exactly the target.
+
+    Example:
+        >>> src_vocab, tgt_vocab = Vocabulary(["one", "two"]), Vocabulary(["un", "deux"])
+        >>> model = Transformer(len(src_vocab), len(tgt_vocab), d_model=8, n_heads=2,
+        ...                     n_encoder_layers=1, n_decoder_layers=1, d_ff=16)
+        >>> data = TranslationData([("one", "un"), ("two", "deux")], src_vocab, tgt_vocab)
+        >>> share = exact_match(model, data)  # untrained: 0, 0.5 or 1 by chance
+        >>> isinstance(share, float), 0.0 <= share <= 1.0
+        (True, True)
+    """
     sources = [src for src, _ in data.pairs]
     predictions = translate(model, sources, data.src_vocab, data.tgt_vocab,
                             batch_size=batch_size)
@@ -283,7 +348,17 @@ def save_checkpoint(
     tgt_vocab: Vocabulary | None = None,
 ) -> None:
     """Write everything needed to rebuild and continue a run, atomically (a
-    temporary file, then a rename: a crash never leaves half a checkpoint)."""
+    temporary file, then a rename: a crash never leaves half a checkpoint).
+
+    Example:
+        >>> import tempfile
+        >>> model = Transformer(7, 9, d_model=8, n_heads=2, n_encoder_layers=1,
+        ...                     n_decoder_layers=1, d_ff=16)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     save_checkpoint(Path(folder, "run.pt"), model=model, step=5)
+        ...     sorted(os.listdir(folder))  # no temporary file left behind
+        ['run.pt']
+    """
     state: dict[str, Any] = {
         "config": dict(model.config),
         "model": model.state_dict(),
@@ -316,6 +391,22 @@ def load_checkpoint(
         ``step``, and, when saved, ``optimizer`` and ``schedule`` (made by
         :func:`make_optimizer` with ``warmup`` and ``lr_scale``, then restored),
         ``src_vocab`` and ``tgt_vocab`` (:class:`~tinyformer.data.Vocabulary`).
+
+    Example:
+        >>> import tempfile
+        >>> model = Transformer(7, 9, d_model=8, n_heads=2, n_encoder_layers=1,
+        ...                     n_decoder_layers=1, d_ff=16)
+        >>> optimizer, schedule = make_optimizer(model, d_model=8, warmup=10)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder, "run.pt")
+        ...     save_checkpoint(path, model=model, optimizer=optimizer,
+        ...                     schedule=schedule, step=5)
+        ...     loaded = load_checkpoint(path, warmup=10)
+        >>> loaded["step"], sorted(loaded)
+        (5, ['model', 'optimizer', 'schedule', 'step'])
+        >>> all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+        ...                                       loaded["model"].state_dict().values()))
+        True
     """
     state = torch.load(path, map_location=device, weights_only=True)
     model = Transformer(**state["config"], device=device)

@@ -45,6 +45,13 @@ def plot_attention(
 
     Shape:
         - weights: ``(n_q, n_k)``
+
+    Example:
+        >>> weights = torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+        >>> ax = plot_attention(weights, ["le", "chat"], ["the", "cat"], annotate=True)
+        >>> ax.get_xlabel(), ax.get_ylabel(), ax.images[0].get_array().shape
+        ('key', 'query', (2, 2))
+        >>> import matplotlib.pyplot as plt; plt.close(ax.figure)
     """
     import matplotlib.pyplot as plt  # imported here so the library loads without a display
 
@@ -171,6 +178,10 @@ def use_svg() -> None:
 
     The book's chapters call it once, in their import cell; outside IPython it does
     nothing.
+
+    Example:
+        >>> use_svg() is None  # here, outside IPython: nothing to set
+        True
     """
     try:
         from IPython import get_ipython
