@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -117,6 +119,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="a parallel corpus, one 'source<TAB>target' pair per line, "
                              "instead of chapter 10's numbers (a tenth is held out; default: "
                              "the numbers)")
+    parser.add_argument("--log", type=Path, default=None,
+                        help="rank 0 writes one JSON line per step here: step, global "
+                             "mean loss, learning rate, seconds (default: none)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (default: a bar on rank 0)")
     args = parser.parse_args(argv)
     args.profile = args.profile or ("gpu" if torch.cuda.is_available() else "cpu")
     for name, value in PROFILES[args.profile].items():
@@ -336,10 +343,15 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if args.precision == "bf16"
                                else torch.float16)
                 if args.precision != "fp32" else nullcontext())
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+    if args.quiet:  # the plain bar, disabled: tqdm.auto warns in a kernel without widgets
+        from tqdm.std import tqdm  # type: ignore[import-untyped]
+    else:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-    bar = tqdm(range(step + 1, args.steps + 1), disable=rank != 0, desc="training",
-               unit="step")
+    bar = tqdm(range(step + 1, args.steps + 1), disable=rank != 0 or args.quiet,
+               desc="training", unit="step")
+    log = args.log.open("a") if args.log is not None and rank == 0 else None
+    start = time.perf_counter()
     torch.manual_seed(args.seed + 1 + rank + step)  # dropout: its own stream per process
     losses = []
     for _ in bar:
@@ -365,7 +377,12 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
         mean_loss = all_reduce_sum(token_sum.detach().double(), world_size) / tokens
         losses.append(mean_loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+        if log is not None:
+            log.write(json.dumps({"step": schedule.last_epoch, "loss": losses[-1], "lr": lr,
+                                  "seconds": time.perf_counter() - start}) + "\n")
     bar.close()
+    if log is not None:
+        log.close()
     result: dict[str, Any] = {"losses": losses, "step": args.steps}
     if rank == 0:
         model.eval()
