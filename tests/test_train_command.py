@@ -29,7 +29,7 @@ def test_help_lists_every_option_with_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
     for option in ("--profile", "--d-model", "--layers", "--heads", "--dropout", "--steps",
                    "--batch-size", "--lr", "--warmup", "--seed", "--precision", "--compile",
-                   "--checkpoint", "--resume", "--data", "--log", "--quiet"):
+                   "--checkpoint", "--resume", "--data", "--metrics", "--quiet"):
         assert option in text
     assert "GLOBAL batch" in text and "smoke 64, cpu 128, gpu 256" in text
     assert "default 0" in text and "(default: None)" not in text
@@ -42,7 +42,7 @@ def test_profile_fills_only_what_was_not_given():
 
 def test_one_run_trains_and_ends_with_the_exact_match_line(tmp_path, capsys):
     assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "one.pt"),
-                 "--log", str(tmp_path / "log.jsonl"), "--quiet"]) == 0
+                 "--metrics", str(tmp_path / "log.jsonl"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1].startswith("held-out exact match: ")
     assert captured.err == ""  # --quiet: no bar
@@ -59,11 +59,13 @@ def test_two_processes_under_torchrun_train_as_one(tmp_path):
     assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "one.pt")]) == 0
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "tinyformer.train", *TINY, "--steps", "5",
-         "--checkpoint", str(tmp_path / "two.pt")],
+         "-m", "tinyformer.train", *TINY, "--steps", "5", "--quiet",
+         "--metrics", str(tmp_path / "two.jsonl"), "--checkpoint", str(tmp_path / "two.pt")],
         env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("held-out exact match:") == 1  # rank 0 only
+    logged = (tmp_path / "two.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1, 2, 3, 4, 5]  # rank 0 only
     one, two = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
     for name, tensor in one.items():
         if name.endswith("k_proj.bias"):
@@ -74,10 +76,12 @@ def test_two_processes_under_torchrun_train_as_one(tmp_path):
         torch.testing.assert_close(two[name], tensor, rtol=0, atol=1e-5, msg=name)
 
 
-def test_a_resumed_run_equals_a_straight_one(tmp_path):
-    assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "straight.pt")]) == 0
-    assert main([*TINY, "--steps", "3", "--checkpoint", str(tmp_path / "three.pt")]) == 0
-    assert main([*TINY, "--steps", "5", "--resume", str(tmp_path / "three.pt"),
+@pytest.mark.parametrize("dropout", ["0", "0.1"])
+def test_a_resumed_run_equals_a_straight_one(tmp_path, dropout):
+    run = [*TINY, "--dropout", dropout]  # with dropout: the same draws, step by step
+    assert main([*run, "--steps", "5", "--checkpoint", str(tmp_path / "straight.pt")]) == 0
+    assert main([*run, "--steps", "3", "--checkpoint", str(tmp_path / "three.pt")]) == 0
+    assert main([*run, "--steps", "5", "--resume", str(tmp_path / "three.pt"),
                  "--checkpoint", str(tmp_path / "resumed.pt")]) == 0
     straight, resumed = weights(tmp_path / "straight.pt"), weights(tmp_path / "resumed.pt")
     for name, tensor in straight.items():

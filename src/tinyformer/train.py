@@ -119,7 +119,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="a parallel corpus, one 'source<TAB>target' pair per line, "
                              "instead of chapter 10's numbers (a tenth is held out; default: "
                              "the numbers)")
-    parser.add_argument("--log", type=Path, default=None,
+    # not --log: torchrun reads abbreviated options anywhere on its line, and --log
+    # would be an ambiguous start of its own --log-dir and --logs-specs
+    parser.add_argument("--metrics", type=Path, default=None,
                         help="rank 0 writes one JSON line per step here: step, global "
                              "mean loss, learning rate, seconds (default: none)")
     parser.add_argument("--quiet", action="store_true",
@@ -350,11 +352,13 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
 
     bar = tqdm(range(step + 1, args.steps + 1), disable=rank != 0 or args.quiet,
                desc="training", unit="step")
-    log = args.log.open("a") if args.log is not None and rank == 0 else None
+    log = args.metrics.open("a") if args.metrics is not None and rank == 0 else None
     start = time.perf_counter()
-    torch.manual_seed(args.seed + 1 + rank + step)  # dropout: its own stream per process
     losses = []
-    for _ in bar:
+    for step in bar:
+        # Dropout draws from a stream fixed by (seed, rank, step): each process its
+        # own, and a resumed run draws what the straight run drew.
+        torch.manual_seed(((args.seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63)
         trained.train()
         batch = my_slice(next(batches), rank, world_size).to(device)
         with autocast:
