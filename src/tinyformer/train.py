@@ -53,7 +53,7 @@ from .training import (
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"d_model": 32, "layers": 1, "heads": 4, "dropout": 0.0, "steps": 100,
               "batch_size": 64, "lr": 2.0, "warmup": 40, "n_train": 2_000, "n_test": 200},
-    "cpu": {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "steps": 1_700,
+    "cpu": {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1, "steps": 1_800,
             "batch_size": 128, "lr": 2.0, "warmup": 200, "n_train": 20_000, "n_test": 1_000},
     "gpu": {"d_model": 128, "layers": 2, "heads": 4, "dropout": 0.1, "steps": 2_000,
             "batch_size": 256, "lr": 2.0, "warmup": 400, "n_train": 50_000, "n_test": 5_000},
