@@ -99,6 +99,14 @@ def test_check_multihead_names_each_planted_bug(bug):
     assert _MULTIHEAD_BUGS[bug] in str(failure.value)
 
 
+def test_a_check_leaves_the_students_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_multihead(tinyformer.MultiHeadAttention)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_check_multihead_counts_parameters_and_finds_missing_projections():
     class NoOutput(nn.Module):
         def __init__(self, d_model, n_heads):

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -279,6 +280,18 @@ def _differ(got: torch.Tensor, expected: torch.Tensor, given: str, likely: str) 
     return text + (f"; it equals {likely}" if likely else "")
 
 
+def _keep_random_state(check: Callable[..., Report]) -> Callable[..., Report]:
+    """Run ``check`` without changing the random state of the student's session
+    (the check seeds and draws; the student's next torch.rand must not notice)."""
+
+    @functools.wraps(check)
+    def wrapped(*args: Any, **kwargs: Any) -> Report:
+        with torch.random.fork_rng(devices=[]):
+            return check(*args, **kwargs)
+
+    return wrapped
+
+
 # --- attention -------------------------------------------------------------------
 
 
@@ -330,6 +343,7 @@ def _sizes(generator: torch.Generator, seed: int) -> list[int]:
     return (torch.randperm(8, generator=generator)[:6] + 2).tolist()
 
 
+@_keep_random_state
 def check_attention(fn: Callable[..., Any] | None, *, seed: int = 0,
                     raise_on_fail: bool = True) -> Report:
     """Check ``fn(query, key, value, mask=None)``: scaled dot-product attention,
@@ -465,6 +479,7 @@ def _copy_projections(source: nn.Module, target: nn.Module) -> None:
                 theirs.bias.copy_(mine.bias)
 
 
+@_keep_random_state
 def check_multihead(cls_or_module: type[nn.Module] | nn.Module | None, *, d_model: int = 12,
                     n_heads: int = 3, seed: int = 0, raise_on_fail: bool = True) -> Report:
     """Check a multi-head attention module with ``q_proj``, ``k_proj``, ``v_proj`` and
@@ -585,6 +600,7 @@ def _causal_bugs(d: int) -> dict[str, tuple[Callable[..., Any], str]]:
     }
 
 
+@_keep_random_state
 def check_causal(fn_or_module: Callable[[torch.Tensor], Any] | None, *, d_model: int = 6,
                  seed: int = 0, raise_on_fail: bool = True) -> Report:
     """Check that ``fn(x)`` (or a module) is causal over ``x`` of shape
@@ -696,6 +712,7 @@ def _positional_bugs() -> dict[str, tuple[Callable[..., Any], str]]:
     }
 
 
+@_keep_random_state
 def check_positional_encoding(fn: Callable[[int, int], Any] | None, *, seed: int = 0,
                               raise_on_fail: bool = True) -> Report:
     """Check ``fn(n_positions, d_model)``: the paper's sinusoidal encoding,
