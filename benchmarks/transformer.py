@@ -5,35 +5,41 @@ tokens per second measured in one process, with the same weights and batches.
     python benchmarks/transformer.py --device cuda                # the paper's base, bf16
     python benchmarks/transformer.py --smoke                      # tiny sizes (the test)
 
-One training step is a forward pass with padded source and target batches, the
-cross-entropy of the next target token (padding ignored), a backward pass and an
-Adam step. PyTorch's side is `nn.Transformer` between the same scaled embeddings,
-sinusoidal positions and tied output layer as ours, and ours copies its weights
-(`Encoder.from_torch`, `Decoder.from_torch`); the two are checked equal before
-timing. Throughput counts the real (non-padding) target tokens. A ratio above 1
-means ours is faster. The two are timed in alternation, several rounds, each
-keeping its fastest round.
+One training step is the command's (`tinyformer.train.training_step`, as
+`python -m tinyformer.train` trains): a forward pass on padded source and
+target batches under the `--precision` autocast, the label-smoothed loss over
+the real target tokens, a backward pass, clipping, an Adam step with the
+paper's schedule. PyTorch's side is `nn.Transformer` between the same scaled
+embeddings, sinusoidal positions and tied output layer as ours, and ours copies
+its weights (`Encoder.from_torch`, `Decoder.from_torch`); the two are checked
+equal before timing. Both get the source's padding mask and a purely causal
+target (the step passes no target mask: the padding is on the right).
+Throughput counts the real (non-padding) target tokens. The base configuration
+takes the paper's batch, about 25,000 source and 25,000 target tokens. A ratio
+above 1 means ours is faster. The two are timed in alternation, several rounds,
+each keeping its fastest round.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils import benchmark
 
 from tinyformer import Decoder, Encoder, Transformer, mask_to_torch, padding_mask
+from tinyformer.data import Batch
 from tinyformer.positional import SinusoidalPositionalEncoding
+from tinyformer.train import PRECISIONS, training_step
+from tinyformer.training import make_optimizer
 
 # name: (vocab, d_model, heads, layers, d_ff, batch, length)
 CONFIGS = {
     "small": (1_000, 256, 4, 2, 1_024, 32, 48),
-    "base": (37_000, 512, 8, 6, 2_048, 128, 64),
+    "base": (37_000, 512, 8, 6, 2_048, 512, 64),  # ~24,800 real tokens a side
     "smoke": (50, 16, 2, 1, 32, 4, 8),
 }
 
@@ -57,7 +63,8 @@ class TorchBaseline(nn.Module):
         self.output = nn.Linear(d_model, vocab, bias=False, **factory)
         self.output.weight = self.tgt_embed.weight
 
-    def forward(self, src, tgt, src_key_mask, tgt_key_mask):
+    def forward(self, src, tgt, *, src_key_mask, tgt_key_mask=None):
+        """Called as tinyformer.Transformer is; no tgt_key_mask: purely causal."""
         scale = math.sqrt(self.d_model)
         n = tgt.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=tgt.device).triu(1)  # True = ignore
@@ -66,7 +73,7 @@ class TorchBaseline(nn.Module):
             self.positions(self.tgt_embed(tgt) * scale),
             tgt_mask=causal, tgt_is_causal=True,
             src_key_padding_mask=mask_to_torch(src_key_mask),
-            tgt_key_padding_mask=mask_to_torch(tgt_key_mask),
+            tgt_key_padding_mask=None if tgt_key_mask is None else mask_to_torch(tgt_key_mask),
             memory_key_padding_mask=mask_to_torch(src_key_mask),
         )
         return self.output(hidden)
@@ -96,47 +103,32 @@ def batch_of(vocab, batch, length, device, gen):
     return tokens, mask
 
 
-def training_steps(config, device, dtype, autocast):
+def training_steps(config, device, precision):
     vocab, d_model, heads, layers, d_ff, batch, length = config
     torch.manual_seed(0)
-    baseline = TorchBaseline(vocab, d_model, heads, layers, d_ff, device, dtype).train()
+    baseline = TorchBaseline(vocab, d_model, heads, layers, d_ff, device, torch.float32)
     ours = copy_of(baseline, vocab, heads)
     gen = torch.Generator().manual_seed(1)
     src, src_key_mask = batch_of(vocab, batch, length, device, gen)
-    src, src_key_mask = src[:, :-1], src_key_mask[:, :-1]
     tgt, tgt_key_mask = batch_of(vocab, batch, length, device, gen)
-    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
-    in_mask, out_mask = tgt_key_mask[:, :-1], tgt_key_mask[:, 1:]
-    targets = torch.where(out_mask, tgt_out, -100)  # -100: ignored by the loss
-    real_tokens = int(out_mask.sum())
+    pairs = Batch(src[:, :-1], src_key_mask[:, :-1], tgt[:, :-1], tgt[:, 1:],
+                  tgt_key_mask[:, 1:])  # padded on the right, as the command's batches
 
     baseline.eval(), ours.eval()
     with torch.no_grad():
-        expected = baseline(src, tgt_in, src_key_mask, in_mask)
-        got = ours(src, tgt_in, src_key_mask=src_key_mask, tgt_key_mask=in_mask)
+        expected = baseline(pairs.src, pairs.tgt_in, src_key_mask=pairs.src_key_mask)
+        got = ours(pairs.src, pairs.tgt_in, src_key_mask=pairs.src_key_mask)
     # Padded query rows are garbage in both; compare the real ones.
-    difference = (expected - got)[in_mask].abs().max().item()
-    baseline.train(), ours.train()
+    difference = (expected - got)[pairs.tgt_key_mask].abs().max().item()
 
-    def step_of(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+    def step_of(model: nn.Module) -> Callable[[], object]:
+        model.train()
+        optimizer, schedule = make_optimizer(model, d_model=d_model, warmup=4000)
+        step = training_step(model, optimizer, schedule, precision=precision)
+        return lambda: step(pairs)
 
-        def step() -> None:
-            with autocast():
-                logits = forward()
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        return step
-
-    steps = {
-        "pytorch": step_of(baseline, lambda: baseline(src, tgt_in, src_key_mask, in_mask)),
-        "ours": step_of(ours, lambda: ours(src, tgt_in, src_key_mask=src_key_mask,
-                                           tgt_key_mask=in_mask)),
-    }
-    return steps, real_tokens, difference
+    steps = {"pytorch": step_of(baseline), "ours": step_of(ours)}
+    return steps, pairs.n_target_tokens, difference
 
 
 def fastest_round(step: Callable[[], None], min_time: float, device) -> float:
@@ -150,23 +142,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
                         help="default: small on the CPU, base on CUDA")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                        help="default: bf16 autocast on CUDA, fp32 on the CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="default: bf16 autocast on CUDA (fp16 where it lacks bf16), "
+                             "fp32 on the CPU")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one quick round")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     name = "smoke" if args.smoke else args.config or ("base" if device.type == "cuda" else "small")
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-
-    def autocast():
-        if precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
+    precision = args.precision or (
+        ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda"
+        else "fp32")
     rounds, min_time = (1, 0.01) if args.smoke else (args.rounds, args.min_time)
-    steps, tokens, difference = training_steps(CONFIGS[name], device, torch.float32, autocast)
+    steps, tokens, difference = training_steps(CONFIGS[name], device, precision)
     for step in steps.values():
         step()  # warm-up
     best = {key: float("inf") for key in steps}

@@ -29,7 +29,8 @@ def test_help_lists_every_option_with_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
     for option in ("--profile", "--d-model", "--layers", "--heads", "--dropout", "--steps",
                    "--batch-size", "--lr", "--warmup", "--seed", "--precision", "--compile",
-                   "--checkpoint", "--resume", "--data", "--metrics", "--quiet"):
+                   "--checkpoint", "--resume", "--data", "--metrics", "--quiet",
+                   "--accumulate"):
         assert option in text
     assert "GLOBAL batch" in text and "smoke 64, cpu 128, gpu 256" in text
     assert "default 0" in text and "(default: None)" not in text
@@ -134,3 +135,76 @@ def test_a_corpus_file_trains_and_a_malformed_line_is_named(tmp_path, capsys):
     assert main([*TINY, "--steps", "1", "--data", str(corpus)]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "Traceback" not in err
+
+
+def test_accumulated_micro_batches_train_as_the_whole_batch(tmp_path):
+    assert main([*TINY, "--steps", "5", "--checkpoint", str(tmp_path / "one.pt")]) == 0
+    assert main([*TINY, "--steps", "5", "--accumulate", "4",
+                 "--checkpoint", str(tmp_path / "four.pt")]) == 0
+    one, four = weights(tmp_path / "one.pt"), weights(tmp_path / "four.pt")
+    for name, tensor in one.items():
+        if not name.endswith("k_proj.bias"):  # round-off only, as under torchrun
+            torch.testing.assert_close(four[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def test_accumulate_must_divide_each_process_slice():
+    from tinyformer.train import UsageError, check_args
+
+    args = parse_args([*TINY, "--accumulate", "3"])  # 16 pairs / 2 processes = 8
+    with pytest.raises(UsageError, match=r"--accumulate 3 must divide .* = 8"):
+        check_args(args, world_size=2, device=torch.device("cpu"))
+    check_args(parse_args([*TINY, "--accumulate", "4"]), 2, torch.device("cpu"))
+
+
+def right_and_left_padded(model):
+    from tinyformer.data import collate
+
+    pairs = [([5, 6, 7, 2], [1, 7, 8, 9, 2]), ([5, 2], [1, 9, 2]), ([6, 2], [1, 3, 4, 2])]
+    right = collate(pairs)  # the layout of every batch the command trains on
+    left = collate(pairs)
+    for name in ("tgt_in", "tgt_key_mask"):  # the same rows, padding moved first
+        rows = [torch.cat([row[~mask], row[mask]]) for row, mask in
+                zip(getattr(left, name), left.tgt_key_mask, strict=True)]
+        setattr(left, name, torch.stack(rows))
+    return right, left
+
+
+def test_right_padded_targets_need_no_target_mask():
+    from tinyformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(12, 12, d_model=16, n_heads=2, n_encoder_layers=1,
+                        n_decoder_layers=2, d_ff=32, dtype=torch.float64).eval()
+    right, left = right_and_left_padded(model)
+    gaps = []
+    for batch in (right, left):
+        real = batch.tgt_key_mask
+        masked = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
+                       tgt_key_mask=real)
+        causal_only = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask)
+        gaps.append((masked - causal_only)[real].abs().max().item())
+    assert gaps[0] < 1e-12  # right padding: the causal mask hides every pad key
+    assert gaps[1] > 1e-3  # left padding: real queries would see the pad keys
+
+
+def test_the_training_step_runs_the_decoder_self_attention_purely_causal(monkeypatch):
+    from tinyformer import Transformer
+    from tinyformer.train import training_step
+    from tinyformer.training import make_optimizer
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("is_causal"), kwargs.get("attn_mask") is None))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = Transformer(12, 12, d_model=16, n_heads=2, n_encoder_layers=1,
+                        n_decoder_layers=2, d_ff=32)
+    optimizer, schedule = make_optimizer(model, d_model=16, warmup=10)
+    training_step(model, optimizer, schedule)(right_and_left_padded(model)[0])
+    # Per decoder layer one causal self-attention without a mask: SDPA's causal
+    # kernel; the encoder and the cross-attention keep the source's padding mask.
+    assert calls.count((True, True)) == 2
+    assert calls.count((False, False)) == 3

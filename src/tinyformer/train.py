@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help=f"warm-up steps {by_profile('warmup')}")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data, the model and the order (default 0)")
+    parser.add_argument("--accumulate", type=int, default=1,
+                        help="split each process's slice into this many micro-batches, "
+                             "one backward pass each, one optimizer step: a global batch "
+                             "too large for memory, the same gradient (default 1)")
     parser.add_argument("--precision", default=None,
                         help="fp32, bf16 or fp16 (default: bf16 on a GPU that has it, "
                              "else fp32)")
@@ -147,7 +151,7 @@ def check_args(args: argparse.Namespace, world_size: int, device: torch.device) 
             ...
         tinyformer.train.UsageError: --heads (3) must divide --d-model (32)
     """
-    for name in ("d_model", "layers", "heads", "steps", "batch_size", "warmup"):
+    for name in ("d_model", "layers", "heads", "steps", "batch_size", "warmup", "accumulate"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(args, name)}")
@@ -159,6 +163,11 @@ def check_args(args: argparse.Namespace, world_size: int, device: torch.device) 
         raise UsageError(
             f"--batch-size is the global batch ({args.batch_size} sentence pairs): it must "
             f"be a multiple of the {world_size} processes, each taking an equal slice")
+    if (args.batch_size // world_size) % args.accumulate:
+        raise UsageError(
+            f"--accumulate {args.accumulate} must divide each process's slice of the "
+            f"global batch ({args.batch_size} pairs / {world_size} processes = "
+            f"{args.batch_size // world_size})")
     args.precision = args.precision or (
         "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
     if args.precision not in PRECISIONS:
@@ -287,6 +296,91 @@ def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
     return value
 
 
+def training_step(
+    trained: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    precision: str = "fp32",
+    world_size: int = 1,
+    accumulate: int = 1,
+    forward: Callable[..., torch.Tensor] | None = None,
+) -> Callable[[Batch], torch.Tensor]:
+    """The command's training step: ``step(batch)`` trains on this process's slice
+    of a global batch and returns the global batch's mean loss.
+
+    Each process's loss is the sum over its real target tokens, divided by the
+    real target tokens of the whole global batch (all-reduced) and multiplied by
+    ``world_size``, because ``DistributedDataParallel`` averages the processes'
+    gradients: the gradients are one process's on the whole batch. With
+    ``accumulate`` above 1 the slice is cut into that many micro-batches, each
+    with its own forward and backward pass (their gradients add up; DDP
+    synchronises after the last only), then come one clipped optimizer step and
+    one schedule step. ``precision`` is ``"fp32"``, or ``"bf16"`` or ``"fp16"``
+    autocast (fp16 with a gradient scaler). ``forward`` calls the model (a
+    compiled ``trained``, say; default ``trained`` itself).
+
+    The model is not given the target's padding mask: targets are padded on the
+    right (:func:`~tinyformer.data.collate`), so the causal mask alone hides every
+    padding key from every real query, and the decoder's self-attention is purely
+    causal (``is_causal``: on a GPU, SDPA's causal kernel instead of a masked
+    one). Only the padded positions' outputs change, and the loss ignores them.
+
+    Shape:
+        - batch: ``src``, ``src_key_mask`` ``(rows, n_src)``; ``tgt_in``,
+          ``tgt_out``, ``tgt_key_mask`` ``(rows, n_tgt)``; ``rows`` a multiple of
+          ``accumulate``
+        - output: a float64 scalar (no gradient), the global batch's mean loss
+
+    Example:
+        >>> from tinyformer.training import make_optimizer
+        >>> model = Transformer(12, 12, d_model=16, n_heads=2, n_encoder_layers=1,
+        ...                     n_decoder_layers=1, d_ff=32)
+        >>> optimizer, schedule = make_optimizer(model, d_model=16, warmup=10)
+        >>> step = training_step(model, optimizer, schedule, accumulate=2)
+        >>> batch = collate([([5, 6, 2], [1, 7, 8, 2]), ([5, 2], [1, 9, 2])])
+        >>> loss = step(batch)  # two micro-batches of one pair, one Adam step
+        >>> loss.dtype, schedule.last_epoch
+        (torch.float64, 1)
+    """
+    forward = trained if forward is None else forward
+    device = next(trained.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16"
+                               else torch.float16)
+                if precision != "fp32" else nullcontext())
+    no_sync = trained.no_sync if isinstance(trained, DistributedDataParallel) else nullcontext
+
+    def step(batch: Batch) -> torch.Tensor:
+        rows = batch.src.shape[0]
+        if rows % accumulate:
+            raise ValueError(f"batch must have a multiple of accumulate ({accumulate}) "
+                             f"rows, got {rows}")
+        tokens = all_reduce_sum(batch.tgt_key_mask.sum().to(torch.float64), world_size)
+        optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64, device=tokens.device)
+        for index in range(accumulate):
+            part = my_slice(batch, index, accumulate)  # micro-batch `index`
+            with no_sync() if index < accumulate - 1 else nullcontext():
+                with autocast:  # no tgt_key_mask: right padding, see above
+                    logits = forward(part.src, part.tgt_in, src_key_mask=part.src_key_mask)
+                token_sum = translation_loss(logits, part.tgt_out, part.tgt_key_mask,
+                                             label_smoothing=LABEL_SMOOTHING, reduction="sum")
+                # DDP averages gradients over processes, so each process's share of
+                # the global mean is multiplied by the number of processes.
+                loss = token_sum * (world_size / tokens.to(token_sum.dtype))
+                scaler.scale(loss).backward()
+            total += token_sum.detach().double()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), CLIP_NORM)
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        return all_reduce_sum(total, world_size) / tokens
+
+    return step
+
+
 def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.device) -> dict:
     """Train, evaluate on rank 0, save; returns what rank 0 measured.
 
@@ -341,10 +435,9 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
     batches = global_batches(data, args.batch_size, args.seed)
     for _ in range(step):  # a resumed run sees the batches it has not seen yet
         next(batches)
-    scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if args.precision == "bf16"
-                               else torch.float16)
-                if args.precision != "fp32" else nullcontext())
+    step_once = training_step(trained, optimizer, schedule, precision=args.precision,
+                              world_size=world_size, accumulate=args.accumulate,
+                              forward=forward)
     if args.quiet:  # the plain bar, disabled: tqdm.auto warns in a kernel without widgets
         from tqdm.std import tqdm  # type: ignore[import-untyped]
     else:
@@ -361,24 +454,8 @@ def run(args: argparse.Namespace, rank: int, world_size: int, device: torch.devi
         torch.manual_seed(((args.seed * 1_000_003 + rank) * 1_000_003 + step) % 2**63)
         trained.train()
         batch = my_slice(next(batches), rank, world_size).to(device)
-        with autocast:
-            logits = forward(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
-                             tgt_key_mask=batch.tgt_key_mask)
-        token_sum = translation_loss(logits, batch.tgt_out, batch.tgt_key_mask,
-                                     label_smoothing=LABEL_SMOOTHING, reduction="sum")
-        tokens = all_reduce_sum(batch.tgt_key_mask.sum().to(torch.float64), world_size)
-        # DDP averages gradients over processes, so each process's share of the
-        # global mean is multiplied by the number of processes.
-        loss = token_sum * (world_size / tokens.to(token_sum.dtype))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
         lr = optimizer.param_groups[0]["lr"]
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        mean_loss = all_reduce_sum(token_sum.detach().double(), world_size) / tokens
+        mean_loss = step_once(batch)
         losses.append(mean_loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
         if log is not None:
