@@ -11,8 +11,9 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.14 python3; 
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
-# pip notes about this machine's local package mirrors are not build warnings.
-QUIET_PIP := grep -v "^WARNING: Location '.*' is ignored" || true
+# pip notes about this machine's local package mirrors are not build warnings. The
+# braces keep pip's own exit status (pipefail): a failed install stops here.
+QUIET_PIP := { grep -v "^WARNING: Location '.*' is ignored" || true; }
 
 .PHONY: test book twins clean
 
@@ -42,7 +43,7 @@ book: $(READY)  ## build the book, executing every changed chapter; any warning 
 		rm -rf _build/.jupyter_cache; mkdir -p _build; echo "$$key" > _build/.executed-with; fi
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 	$(BIN)/pytest -q tests/book_html.py  # what a reader sees: figures, math, Colab buttons
-	$(BIN)/pytest -q -rs tests/book_browser.py  # every page in headless Chromium; -rs: why skipped
+	$(BIN)/pytest -q -rs -s tests/book_browser.py  # every changed page in headless Chromium; -rs: why skipped
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 twins: $(READY)  ## regenerate each chapter's Colab twin from its .md source

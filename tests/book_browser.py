@@ -10,6 +10,12 @@ The machines that build the book have no internet, so the page's MathJax (from a
 CDN) is replaced by the local one of Debian's `libjs-mathjax` (MathJax 2, given
 the page's macros). Without Chromium or that MathJax the test is skipped, and says
 how to install them.
+
+A page whose bytes are those of a page that passed before, with the same images,
+the same `_static` files and the same test, is not opened again: its result and
+screenshot are kept (`_build/screenshots/report.json` holds each page's key), so a
+rebuild after editing one chapter opens that chapter. Delete the folder to open
+every page.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import http.server
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -191,7 +199,37 @@ def _console_errors(events: list[dict]) -> list[str]:
     return errors
 
 
-async def _visit_all(port: int, devtools_url: str) -> dict[str, dict]:
+def _keys() -> dict[str, str]:
+    """Per page, a digest of everything its check depends on: its HTML, the images
+    and scripts it loads, the theme's files and this test. The search index, which
+    every page loads and every edit changes, counts for the search page only."""
+    shared = hashlib.sha256(Path(__file__).read_bytes())
+    for file in sorted((HTML / "_static").rglob("*")):
+        if file.is_file():
+            shared.update(file.name.encode() + file.read_bytes())
+    keys = {}
+    for page in PAGES:
+        html = (HTML / f"{page}.html").read_bytes()
+        key = shared.copy()
+        key.update(html)
+        for source in sorted(set(re.findall(rb'src="([^"#?]+)"', html))):
+            if source.endswith(b"searchindex.js") and page != "search":
+                continue
+            image = (HTML / page).parent / source.decode()
+            if image.is_file() and HTML.resolve() in image.resolve().parents:
+                key.update(image.read_bytes())
+        keys[page] = key.hexdigest()
+    return keys
+
+
+def _passed(result: dict) -> bool:
+    """Whether a page's result passes every check below (then it may be kept)."""
+    return (not result["errors"] and not result["broken_images"] and result["typeset"]
+            and not result["math_errors"] and result["n_typeset"] >= result["n_math"]
+            and result["width"] <= PHONE["width"])
+
+
+async def _visit_all(port: int, devtools_url: str, pages: list[str]) -> dict[str, dict]:
     from tornado.websocket import websocket_connect
 
     connection = await websocket_connect(devtools_url, max_message_size=2**30)
@@ -200,7 +238,7 @@ async def _visit_all(port: int, devtools_url: str) -> dict[str, dict]:
         await tools.send(f"{domain}.enable")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     results = {}
-    for page in PAGES:
+    for page in pages:
         result: dict = {}
         for viewport in (PHONE, DESKTOP):
             await tools.send("Emulation.setDeviceMetricsOverride", **viewport)
@@ -238,6 +276,16 @@ def pages() -> dict[str, dict]:
                     "internet): sudo apt install libjs-mathjax; skipped")
     if not PAGES:
         pytest.fail(f"{HTML} has no pages: run `make book` first")
+    keys, report = _keys(), SCREENSHOTS / "report.json"
+    before = json.loads(report.read_text()) if report.exists() else {}
+    kept = {page: before[page] for page in PAGES
+            if page in before and before[page].get("key") == keys[page]
+            and _passed(before[page])
+            and (SCREENSHOTS / (page.replace("/", "__") + ".png")).exists()}
+    changed = [page for page in PAGES if page not in kept]
+    print(f"\n{len(changed)} pages to open, {len(kept)} unchanged since they passed")
+    if not changed:
+        return kept
     handler = functools.partial(_Handler, directory=str(HTML))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -259,12 +307,16 @@ def pages() -> dict[str, dict]:
                 except (OSError, IndexError):
                     time.sleep(0.1)
             assert devtools_url, "Chromium did not open its DevTools port"
-            results = asyncio.run(_visit_all(server.server_address[1], devtools_url))
+            results = asyncio.run(_visit_all(server.server_address[1], devtools_url,
+                                             changed))
         finally:
             chromium.terminate()
             chromium.wait(timeout=30)
             server.shutdown()
-    (SCREENSHOTS / "report.json").write_text(json.dumps(results, indent=1))
+    for page, result in results.items():
+        result["key"] = keys[page]
+    results = {**kept, **results}
+    report.write_text(json.dumps(results, indent=1))
     return results
 
 

@@ -187,3 +187,17 @@ def test_prose_quotes_no_literal_decimal(source):
         decimals = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])|\b\d+(?:\.\d+)?\s?%",
                               prose_without_numbers_we_may_write(cell.source))
         assert not decimals, f"literal numbers {decimals} in prose: glue them"
+
+
+def test_a_chapter_that_reads_another_chapters_files_runs_after_it():
+    # The book executes chapters side by side (book/_ext/parallel_execution.py): a
+    # chapter that reads chapter 10's checkpoint must be listed as running after it.
+    after = CONFIG["sphinx"]["config"]["parallel_execution_after"]
+    for name, needs in after.items():
+        assert (ROOT / f"{name}.md").exists() and all(
+            (ROOT / f"{need}.md").exists() for need in needs), name
+    for chapter in CHAPTERS:
+        if chapter.stem != "10_training" and "10_translator_" in chapter.read_text():
+            assert "notebooks/10_training" in after.get(f"notebooks/{chapter.stem}", []), (
+                f"{chapter.name} reads chapter 10's checkpoint: list it in _config.yml's "
+                "parallel_execution_after")
