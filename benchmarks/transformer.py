@@ -3,6 +3,7 @@ tokens per second measured in one process, with the same weights and batches.
 
     python benchmarks/transformer.py                              # CPU, a small model
     python benchmarks/transformer.py --device cuda                # the paper's base, bf16
+    python benchmarks/transformer.py --device cuda --config small # a GPU under 24 GB
     python benchmarks/transformer.py --smoke                      # tiny sizes (the test)
 
 One training step is the command's (`tinyformer.train.training_step`, as
@@ -34,7 +35,7 @@ from tinyformer import Decoder, Encoder, Transformer, mask_to_torch, padding_mas
 from tinyformer.data import Batch
 from tinyformer.positional import SinusoidalPositionalEncoding
 from tinyformer.train import PRECISIONS, training_step
-from tinyformer.training import make_optimizer
+from tinyformer.training import has_bf16, make_optimizer
 
 # name: (vocab, d_model, heads, layers, d_ff, batch, length)
 CONFIGS = {
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     name = "smoke" if args.smoke else args.config or ("base" if device.type == "cuda" else "small")
     precision = args.precision or (
-        ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda"
+        ("bf16" if has_bf16(device) else "fp16") if device.type == "cuda"
         else "fp32")
     rounds, min_time = (1, 0.01) if args.smoke else (args.rounds, args.min_time)
     steps, tokens, difference = training_steps(CONFIGS[name], device, precision)

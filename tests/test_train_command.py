@@ -67,7 +67,18 @@ def test_two_processes_under_torchrun_train_as_one(tmp_path):
     assert result.stdout.count("held-out exact match:") == 1  # rank 0 only
     logged = (tmp_path / "two.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == [1, 2, 3, 4, 5]  # rank 0 only
+    accumulated = subprocess.run(  # each process in two micro-batches: DDP's no_sync
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tinyformer.train", *TINY, "--steps", "5", "--quiet", "--accumulate", "2",
+         "--checkpoint", str(tmp_path / "two_accumulated.pt")],
+        env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert accumulated.returncode == 0, accumulated.stderr[-2000:]
     one, two = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
+    two_accumulated = weights(tmp_path / "two_accumulated.pt")
+    for name, tensor in one.items():
+        if not name.endswith("k_proj.bias"):
+            torch.testing.assert_close(two_accumulated[name], tensor, rtol=0, atol=1e-5,
+                                       msg=name)
     for name, tensor in one.items():
         if name.endswith("k_proj.bias"):
             # Its true gradient is zero (a key bias shifts all of a query's scores
@@ -147,6 +158,18 @@ def test_accumulated_micro_batches_train_as_the_whole_batch(tmp_path):
             torch.testing.assert_close(four[name], tensor, rtol=0, atol=1e-5, msg=name)
 
 
+def test_bf16_is_refused_on_a_gpu_that_only_emulates_it(monkeypatch):
+    from tinyformer.train import UsageError, check_args
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.version, "hip", None)
+    args = parse_args([*TINY])
+    check_args(args, world_size=1, device=torch.device("cuda"))  # a T4
+    assert args.precision == "fp32"  # its default: no bf16 autocast
+    with pytest.raises(UsageError, match="no native bfloat16"):
+        check_args(parse_args([*TINY, "--precision", "bf16"]), 1, torch.device("cuda"))
+
+
 def test_accumulate_must_divide_each_process_slice():
     from tinyformer.train import UsageError, check_args
 
@@ -171,20 +194,31 @@ def right_and_left_padded(model):
 
 def test_right_padded_targets_need_no_target_mask():
     from tinyformer import Transformer
+    from tinyformer.training import translation_loss
 
     torch.manual_seed(0)
     model = Transformer(12, 12, d_model=16, n_heads=2, n_encoder_layers=1,
                         n_decoder_layers=2, d_ff=32, dtype=torch.float64).eval()
     right, left = right_and_left_padded(model)
-    gaps = []
+    def logits_and_gradients(batch, tgt_key_mask):
+        model.zero_grad()
+        logits = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
+                       tgt_key_mask=tgt_key_mask)
+        translation_loss(logits, batch.tgt_out, batch.tgt_key_mask,
+                         reduction="sum").backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    gaps, grad_gaps = [], []
     for batch in (right, left):
-        real = batch.tgt_key_mask
-        masked = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask,
-                       tgt_key_mask=real)
-        causal_only = model(batch.src, batch.tgt_in, src_key_mask=batch.src_key_mask)
-        gaps.append((masked - causal_only)[real].abs().max().item())
-    assert gaps[0] < 1e-12  # right padding: the causal mask hides every pad key
-    assert gaps[1] > 1e-3  # left padding: real queries would see the pad keys
+        masked, masked_grads = logits_and_gradients(batch, batch.tgt_key_mask)
+        causal_only, causal_grads = logits_and_gradients(batch, None)
+        gaps.append((masked - causal_only)[batch.tgt_key_mask].abs().max().item())
+        grad_gaps.append(max((a - b).abs().max().item()
+                             for a, b in zip(masked_grads, causal_grads, strict=True)))
+    # right padding: the causal mask hides every pad key, in the logits and in
+    # every parameter's gradient
+    assert gaps[0] < 1e-12 and grad_gaps[0] < 1e-12
+    assert gaps[1] > 1e-3 and grad_gaps[1] > 1e-3  # left: real queries see pad keys
 
 
 def test_the_training_step_runs_the_decoder_self_attention_purely_causal(monkeypatch):

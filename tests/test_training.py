@@ -318,3 +318,16 @@ def test_empty_data_and_a_batch_without_tokens_are_refused_not_hung_or_nan():
         translation_loss(torch.zeros(1, 2, 5), targets, targets != 0)
     total = translation_loss(torch.zeros(1, 2, 5), targets, targets != 0, reduction="sum")
     assert total.item() == 0.0
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((8, 0), True),
+                                                  ((9, 0), True)])
+def test_bf16_counts_only_where_the_gpu_has_it_natively(monkeypatch, capability, expected):
+    from tinyformer.training import default_precision, has_bf16
+
+    # torch.cuda.is_bf16_supported() says True on a T4 (7.5), which emulates it
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert has_bf16(torch.device("cuda")) is expected
+    assert default_precision(torch.device("cuda")) == ("bf16" if expected else "fp32")
+    assert not has_bf16("cpu") and not has_bf16(torch.device("meta"))

@@ -42,7 +42,9 @@ from .data import (
 )
 from .model import Transformer
 from .training import (
+    default_precision,
     exact_match,
+    has_bf16,
     make_optimizer,
     save_checkpoint,
     seed_everything,
@@ -168,16 +170,15 @@ def check_args(args: argparse.Namespace, world_size: int, device: torch.device) 
             f"--accumulate {args.accumulate} must divide each process's slice of the "
             f"global batch ({args.batch_size} pairs / {world_size} processes = "
             f"{args.batch_size // world_size})")
-    args.precision = args.precision or (
-        "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32")
+    args.precision = args.precision or default_precision(device)
     if args.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {args.precision!r}")
     if args.precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA GPU (use fp32 or bf16 on a CPU)")
-    if (args.precision == "bf16" and device.type == "cuda"
-            and not torch.cuda.is_bf16_supported()):
-        raise UsageError("--precision bf16: this GPU has no bfloat16; use fp16 or fp32")
+    if args.precision == "bf16" and device.type == "cuda" and not has_bf16(device):
+        raise UsageError("--precision bf16: this GPU has no native bfloat16 (compute "
+                         "capability below 8.0); use fp16 or fp32")
     for name in ("resume", "data"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
@@ -324,12 +325,15 @@ def training_step(
     right (:func:`~tinyformer.data.collate`), so the causal mask alone hides every
     padding key from every real query, and the decoder's self-attention is purely
     causal (``is_causal``: on a GPU, SDPA's causal kernel instead of a masked
-    one). Only the padded positions' outputs change, and the loss ignores them.
+    one). Every other sub-layer works position by position, so no real position
+    ever reads a padded one: the real logits and every gradient are unchanged;
+    only the padded positions' outputs change, and the loss ignores them.
 
     Shape:
         - batch: ``src``, ``src_key_mask`` ``(rows, n_src)``; ``tgt_in``,
           ``tgt_out``, ``tgt_key_mask`` ``(rows, n_tgt)``; ``rows`` a multiple of
-          ``accumulate``
+          ``accumulate``; ``tgt_key_mask`` padded on the right (True, then False,
+          along each row)
         - output: a float64 scalar (no gradient), the global batch's mean loss
 
     Example:

@@ -148,16 +148,34 @@ class History:
     exact_match: list[float] = field(default_factory=list)
 
 
+def has_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU of compute
+    capability 8.0 or newer (Ampere on), or a ROCm GPU.
+
+    ``torch.cuda.is_bf16_supported()`` also says True on older GPUs such as
+    Colab's T4, which emulate bfloat16 slowly and have no bfloat16 attention
+    kernels: there, float16 with a gradient scaler is the mixed precision to use.
+
+    Example:
+        >>> has_bf16(torch.device("cpu"))  # this book trains in float32 on CPUs
+        False
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def default_precision(device: torch.device) -> str:
-    """bf16 on a GPU that has it, else fp32.
+    """bf16 on a GPU that has it natively (:func:`has_bf16`), else fp32.
 
     Example:
         >>> default_precision(torch.device("cpu"))
         'fp32'
     """
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    return "bf16" if has_bf16(device) else "fp32"
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
