@@ -242,3 +242,28 @@ def test_the_training_step_runs_the_decoder_self_attention_purely_causal(monkeyp
     # kernel; the encoder and the cross-attention keep the source's padding mask.
     assert calls.count((True, True)) == 2
     assert calls.count((False, False)) == 3
+
+
+def test_the_training_step_makes_every_tensor_on_its_inputs_device():
+    # On the meta device a tensor made on the CPU by mistake fails the step: what
+    # a CUDA run would meet, shown without a GPU.
+    from tinyformer import Transformer
+    from tinyformer.data import collate
+    from tinyformer.train import training_step
+    from tinyformer.training import make_optimizer
+
+    model = Transformer(12, 12, d_model=16, n_heads=2, n_encoder_layers=1,
+                        n_decoder_layers=1, d_ff=32, device="meta")
+    optimizer, schedule = make_optimizer(model, d_model=16, warmup=10)
+    batch = collate([([5, 6, 2], [1, 7, 8, 2]), ([5, 2], [1, 9, 2])]).to("meta")
+    loss = training_step(model, optimizer, schedule, accumulate=2)(batch)
+    assert loss.device.type == "meta" and schedule.last_epoch == 1
+
+
+def test_the_gpu_precision_path_runs_on_the_cpu_at_tiny_sizes(tmp_path):
+    # bf16 autocast, the gpu profile's precision, and micro-batches, on the CPU
+    assert main([*TINY, "--steps", "2", "--precision", "bf16", "--accumulate", "2",
+                 "--quiet", "--metrics", str(tmp_path / "log.jsonl")]) == 0
+    losses = [json.loads(line)["loss"]
+              for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
