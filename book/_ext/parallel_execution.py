@@ -112,9 +112,8 @@ def execute_in_parallel(app: Any, env: Any, docnames: list[str]) -> None:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 name, path = running.pop(future)
-                unfinished.discard(name)
                 notebook, seconds, error = future.result()
-                if error is not None:
+                if error is not None:  # it stays unfinished: what waits for it never runs
                     failures.append(name)
                     logger.warning(f"Executing notebook failed: {name}\n{error}",
                                    type="mystnb", subtype="exec")
@@ -122,11 +121,13 @@ def execute_in_parallel(app: Any, env: Any, docnames: list[str]) -> None:
                 cache.cache_notebook_bundle(
                     CacheBundleIn(notebook, str(path), data={"execution_seconds": seconds}),
                     check_validity=False, overwrite=True)
+                unfinished.discard(name)
                 logger.info(f"executed {name} in {seconds:.1f} s "
                             f"({time.perf_counter() - start:.0f} s since the first start)")
     if failures or pending:
-        raise ExtensionError(f"notebooks that failed: {', '.join(failures)}; not run "
-                             f"after them: {', '.join(name for name, _, _ in pending)}")
+        waited = f"; not run, waiting for them: {', '.join(n for n, _, _ in pending)}"
+        raise ExtensionError(f"notebooks that failed: {', '.join(failures)}"
+                             + (waited if pending else ""))
 
 
 def setup(app: Any) -> dict[str, bool]:
